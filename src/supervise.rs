@@ -1,0 +1,336 @@
+//! Supervising: spawn COMMAND, forward signals to it, reap every zombie, and
+//! turn its end into pgboot's exit status.
+//!
+//! Needs the signalfd from `signals::block_all` and a validated
+//! `SuperviseConfig`. Returns the child's status as an [`Exit`] (its code,
+//! or 128+N for signal N). Spawn failures map to 127 (not found) and 126
+//! (not executable); after the server is spawned nothing here fails: errors
+//! are logged and the loop goes on, because a dying PID 1 kills the
+//! container.
+//!
+//! There is exactly one reaper, `signals::reap` (`waitpid(-1)`), run after
+//! each SIGCHLD; children are spawned with `std::process::Command` and only
+//! their pid is kept, so no other code waits on them and steals a status.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{SigSet, SigmaskHow, sigprocmask};
+use nix::sys::signalfd::SignalFd;
+use nix::sys::wait::WaitStatus;
+use nix::unistd::Pid;
+
+use crate::config::SuperviseConfig;
+use crate::error::{Error, Result};
+use crate::exit::{self, Exit};
+use crate::signals::{self, AsyncSignals};
+
+/// Makes pgboot the reaper of orphaned descendants when it is not PID 1
+/// (`PR_SET_CHILD_SUBREAPER`); as PID 1 it already is.
+pub fn become_reaper() {
+    if std::process::id() != 1 {
+        if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+            tracing::warn!(error = %e, "could not become a subreaper; orphans of the child will be reaped by init");
+        }
+    }
+}
+
+/// Builds the `Command` for `argv` with pgboot's spawn rules: its own
+/// process group, the terminal's foreground when stdin is a terminal, an
+/// empty signal mask, and `env` added to pgboot's environment.
+fn command(argv: &[String], env: &[(String, String)], own_group: bool) -> Command {
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..]);
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
+    let foreground = own_group && std::io::stdin().is_terminal();
+    if own_group {
+        cmd.process_group(0);
+    }
+    #[allow(unsafe_code)]
+    // SAFETY: the closure runs in the forked child before exec and calls only
+    // async-signal-safe functions (tcsetpgrp, getpid, sigprocmask); it
+    // allocates nothing and takes no lock.
+    unsafe {
+        cmd.pre_exec(move || {
+            if foreground {
+                // SIGTTOU is still blocked here, so a background group may
+                // take the terminal. ENOTTY and friends are not fatal.
+                let _ = nix::unistd::tcsetpgrp(std::io::stdin(), nix::unistd::getpid());
+            }
+            sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)?;
+            Ok(())
+        });
+    }
+    cmd
+}
+
+fn spawn_error(argv0: &str, e: &std::io::Error) -> Error {
+    let (exit, what) = match e.kind() {
+        std::io::ErrorKind::NotFound => (
+            Exit::NotFound,
+            if argv0.contains('/') {
+                "no such file".to_string()
+            } else {
+                "not found in PATH".to_string()
+            },
+        ),
+        std::io::ErrorKind::PermissionDenied => (
+            Exit::NotExecutable,
+            "permission denied (is it executable? chmod +x)".to_string(),
+        ),
+        _ => (Exit::NotExecutable, e.to_string()),
+    };
+    Error::Spawn {
+        message: format!("cannot run {argv0:?}: {what}"),
+        exit,
+    }
+}
+
+/// Spawns `argv` as a child in its own process group.
+///
+/// # Errors
+/// 127 when the command is not found, 126 when it cannot be executed.
+pub fn spawn(argv: &[String], env: &[(String, String)]) -> Result<Pid> {
+    let child = command(argv, env, true)
+        .spawn()
+        .map_err(|e| spawn_error(&argv[0], &e))?;
+    let pid = Pid::from_raw(i32::try_from(child.id()).map_err(|e| Error::sys("child pid", e))?);
+    // The `Child` handle is dropped without waiting: the one reaper owns the status.
+    drop(child);
+    Ok(pid)
+}
+
+/// Replaces pgboot with `argv` (`--exec`).
+///
+/// # Errors
+/// 127 or 126 when exec fails; on success it does not return.
+pub fn exec(argv: &[String]) -> Error {
+    let e = command(argv, &[], false).exec();
+    spawn_error(&argv[0], &e)
+}
+
+/// The state of one supervised child, shared by the blocking loop (server)
+/// and the async loop (commands run under the lock).
+struct Tracker<'a> {
+    pid: Pid,
+    map: &'a BTreeMap<i32, i32>,
+    grace: Option<Duration>,
+    kill_at: Option<Instant>,
+    status: Option<WaitStatus>,
+    /// The first terminating signal pgboot itself received.
+    signalled: Option<i32>,
+}
+
+impl<'a> Tracker<'a> {
+    fn new(pid: Pid, map: &'a BTreeMap<i32, i32>, grace: Option<Duration>) -> Self {
+        Tracker {
+            pid,
+            map,
+            grace,
+            kill_at: None,
+            status: None,
+            signalled: None,
+        }
+    }
+
+    fn on_signals(&mut self, sigs: &[i32]) {
+        for &sig in sigs {
+            if sig == libc::SIGCHLD {
+                self.reap();
+            } else if signals::forwardable(sig) {
+                self.forward(sig);
+            }
+        }
+    }
+
+    fn forward(&mut self, sig: i32) {
+        let to = self.map.get(&sig).copied().unwrap_or(sig);
+        if self.status.is_some() {
+            return;
+        }
+        if to == sig {
+            tracing::debug!(signal = %signals::name(sig), pid = self.pid.as_raw(), "forwarding");
+        } else {
+            tracing::debug!(signal = %signals::name(sig), as_ = %signals::name(to), pid = self.pid.as_raw(), "forwarding (mapped)");
+        }
+        if let Err(e) = signals::send(self.pid.as_raw(), to) {
+            tracing::warn!(signal = %signals::name(to), error = %e, "could not forward signal");
+        }
+        if matches!(sig, libc::SIGTERM | libc::SIGINT | libc::SIGQUIT) {
+            self.signalled.get_or_insert(sig);
+            if let (Some(grace), None) = (self.grace, self.kill_at) {
+                self.kill_at = Some(Instant::now() + grace);
+            }
+        } else if signals::terminating(sig) {
+            self.signalled.get_or_insert(sig);
+        }
+    }
+
+    fn reap(&mut self) {
+        let pid = self.pid;
+        let mut mine = None;
+        signals::reap(|p, st| {
+            if p == pid {
+                mine = Some(st);
+            } else {
+                tracing::debug!(pid = p.as_raw(), "reaped an orphan");
+            }
+        });
+        if mine.is_some() {
+            self.status = mine;
+        }
+    }
+
+    /// Ask the child's group to stop now, and kill it after `grace`.
+    fn stop(&mut self, grace: Duration) {
+        if let Err(e) = signals::send(-self.pid.as_raw(), libc::SIGTERM) {
+            tracing::warn!(error = %e, "could not send SIGTERM to the child's group");
+        }
+        let at = Instant::now() + grace;
+        self.kill_at = Some(self.kill_at.map_or(at, |k| k.min(at)));
+    }
+
+    fn until_kill(&self) -> Option<Duration> {
+        self.kill_at
+            .map(|k| k.saturating_duration_since(Instant::now()))
+    }
+
+    fn kill_if_due(&mut self) {
+        if self.status.is_none() && self.kill_at.is_some_and(|k| Instant::now() >= k) {
+            tracing::warn!(pid = self.pid.as_raw(), "still running after the grace period; sending SIGKILL to its process group");
+            if let Err(e) = signals::send(-self.pid.as_raw(), libc::SIGKILL) {
+                tracing::warn!(error = %e, "could not SIGKILL the child's group");
+            }
+            self.kill_at = None;
+        }
+    }
+
+    /// The child ended: SIGTERM to what is left of its group, and its status.
+    fn finish(&self) -> i32 {
+        let status = self.status.unwrap_or(WaitStatus::StillAlive);
+        if let Err(e) = signals::send(-self.pid.as_raw(), libc::SIGTERM) {
+            tracing::debug!(error = %e, "could not signal the child's group");
+        }
+        exit::from_wait_status(status).unwrap_or(0)
+    }
+}
+
+/// Supervises the server until it exits; returns its status. Never fails.
+pub fn supervise(sfd: &SignalFd, pid: Pid, cfg: &SuperviseConfig) -> Exit {
+    let mut t = Tracker::new(pid, &cfg.signal_map, cfg.grace_period);
+    loop {
+        if let Err(e) = signals::wait_readable(sfd, t.until_kill()) {
+            tracing::error!(error = %e, "poll on the signalfd failed");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        match signals::drain(sfd) {
+            Ok(sigs) => t.on_signals(&sigs),
+            Err(e) => {
+                tracing::error!(error = %e, "reading the signalfd failed; reaping anyway");
+                t.reap();
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        t.kill_if_due();
+        if t.status.is_some() {
+            let code = t.finish();
+            tracing::info!(pid = pid.as_raw(), status = code, "command exited");
+            return Exit::Child(code);
+        }
+    }
+}
+
+/// Why a command run under the lock was stopped by pgboot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stopped {
+    /// The lock session was lost (fencing).
+    LockLost(String),
+    /// `--migrate-timeout` passed.
+    TimedOut(Duration),
+}
+
+/// How a command run under the lock ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// Its status: exit code, or 128+N.
+    pub code: i32,
+    /// The first terminating signal pgboot received while it ran.
+    pub signalled: Option<i32>,
+    /// Why pgboot stopped it, if it did.
+    pub stopped: Option<Stopped>,
+}
+
+/// A check made about once a second while a command runs under the lock.
+pub trait Watchdog {
+    /// `Some(reason)` when the command must be stopped (the lock is lost).
+    fn check(&mut self) -> impl Future<Output = Option<String>>;
+}
+
+/// How long a child stopped by pgboot (fencing, timeout) gets before SIGKILL.
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// Supervises a command that runs under the lock (the migration command,
+/// or `pgboot run`'s), inside the database phases' tokio runtime: forwards
+/// signals, reaps, calls `watchdog` every second, enforces `timeout`.
+pub async fn supervise_async(
+    sigs: &AsyncSignals,
+    pid: Pid,
+    map: &BTreeMap<i32, i32>,
+    grace: Option<Duration>,
+    timeout: Option<Duration>,
+    watchdog: &mut impl Watchdog,
+) -> Outcome {
+    let mut t = Tracker::new(pid, map, grace);
+    let mut stopped = None;
+    let deadline = timeout.map(|d| (tokio::time::Instant::now() + d, d));
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    // The child may have ended before this loop first reads the signalfd.
+    t.reap();
+    while t.status.is_none() {
+        let kill_in = t.until_kill();
+        tokio::select! {
+            r = sigs.next() => match r {
+                Ok(s) => t.on_signals(&s),
+                Err(e) => {
+                    tracing::error!(error = %e, "reading the signalfd failed; reaping anyway");
+                    t.reap();
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            _ = tick.tick(), if stopped.is_none() => {
+                if let Some(reason) = watchdog.check().await {
+                    tracing::error!(pid = pid.as_raw(), reason = %reason, "stopping the command: SIGTERM now, SIGKILL in {}s", STOP_GRACE.as_secs());
+                    stopped = Some(Stopped::LockLost(reason));
+                    t.stop(STOP_GRACE);
+                }
+            }
+            () = async {
+                match deadline {
+                    Some((at, _)) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            }, if stopped.is_none() && deadline.is_some() => {
+                let d = deadline.map(|(_, d)| d).unwrap_or_default();
+                tracing::error!(pid = pid.as_raw(), "the command ran longer than --migrate-timeout ({}); stopping it", humantime::format_duration(d));
+                stopped = Some(Stopped::TimedOut(d));
+                t.stop(STOP_GRACE);
+            }
+            () = async {
+                match kill_in {
+                    Some(d) => tokio::time::sleep(d).await,
+                    None => std::future::pending().await,
+                }
+            }, if kill_in.is_some() => t.kill_if_due(),
+        }
+    }
+    Outcome {
+        code: t.finish(),
+        signalled: t.signalled,
+        stopped,
+    }
+}
