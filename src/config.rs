@@ -115,9 +115,9 @@ struct DbArgs {
     /// Where Postgres is (postgres:// or postgresql:// URL; sslmode honoured). Default: libpq's PG* variables.
     #[arg(long, env = "DATABASE_URL", value_name = "URL", hide_env_values = true)]
     database_url: Option<String>,
-    /// A direct (non-pooled) URL for the lock and migrations, when the app's URL goes through PgBouncer. Default: the database URL.
     #[arg(
         long,
+        help = "A direct (non-pooled) URL for the lock and migrations, when the app's URL goes through PgBouncer. Default: the database URL",
         env = "PGBOOT_MIGRATE_DATABASE_URL",
         value_name = "URL",
         hide_env_values = true
@@ -204,8 +204,11 @@ struct LogArgs {
         default_value = "text"
     )]
     log_format: String,
-    /// Log filter in tracing's env-filter syntax [env: PGBOOT_LOG, else RUST_LOG] [default: info].
-    #[arg(long, value_name = "FILTER")]
+    #[arg(
+        long,
+        value_name = "FILTER",
+        help = "Log filter in tracing's env-filter syntax [env: PGBOOT_LOG, else RUST_LOG] [default: info]"
+    )]
     log_level: Option<String>,
 }
 
@@ -369,7 +372,16 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    let matches = match Cli::command().try_get_matches_from(args) {
+    let codes = exit_codes_help();
+    let matches = match Cli::command()
+        .after_long_help(codes.clone())
+        .mut_args(|a| a.hide_env_values(true))
+        .mut_subcommands(|s| {
+            s.after_long_help(codes.clone())
+                .mut_args(|a| a.hide_env_values(true))
+        })
+        .try_get_matches_from(args)
+    {
         Ok(m) => m,
         Err(e) => {
             use clap::error::ErrorKind;
@@ -393,7 +405,7 @@ where
     let (sub_matches, mode) = match cli.sub {
         None => {
             let m = &matches;
-            let sup = supervise_config(m, cli.sup, cli.command, env)?;
+            let sup = supervise_config(m, &cli.sup, cli.command, env)?;
             let db = db_config(m, cli.db)?;
             if db.url.is_none() && db.migrate_url.is_none() && !libpq_configured(env) {
                 return Err(Error::Usage(
@@ -405,7 +417,7 @@ where
             }
             let mode = Mode::Boot {
                 db,
-                lock: lock_config(m, cli.lock)?,
+                lock: lock_config(m, &cli.lock)?,
                 migrate: migrate_config(m, cli.migrate)?,
                 sup,
                 exec: cli.exec.exec,
@@ -416,59 +428,67 @@ where
             let (_, m) = matches
                 .subcommand()
                 .ok_or_else(|| Error::Internal("subcommand without matches".into()))?;
-            let pair = match sub {
-                Sub::Supervise { sup, log, command } => (
-                    Mode::Supervise(supervise_config(m, sup, command, env)?),
-                    log,
-                ),
-                Sub::Wait { db, log } => (Mode::Wait(db_config(m, db)?), log),
-                Sub::Migrate {
-                    db,
-                    lock,
-                    migrate,
-                    log,
-                } => (
-                    Mode::Migrate {
-                        db: db_config(m, db)?,
-                        lock: lock_config(m, lock)?,
-                        migrate: migrate_config(m, migrate)?,
-                    },
-                    log,
-                ),
-                Sub::Status {
-                    db,
-                    lock,
-                    migrate,
-                    log,
-                } => (
-                    Mode::Status {
-                        db: db_config(m, db)?,
-                        lock: lock_config(m, lock)?,
-                        migrate: migrate_config(m, migrate)?,
-                    },
-                    log,
-                ),
-                Sub::Run {
-                    db,
-                    lock,
-                    sup,
-                    log,
-                    command,
-                } => (
-                    Mode::Run {
-                        db: db_config(m, db)?,
-                        lock: lock_config(m, lock)?,
-                        sup: supervise_config(m, sup, command, env)?,
-                    },
-                    log,
-                ),
-            };
+            let pair = sub_mode(sub, m, env)?;
             (m, pair)
         }
     };
     let (mode, log) = mode;
     let log = log_config(sub_matches, log, env)?;
     Ok(Ok(Config { mode, log }))
+}
+
+fn sub_mode(
+    sub: Sub,
+    m: &ArgMatches,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(Mode, LogArgs)> {
+    Ok(match sub {
+        Sub::Supervise { sup, log, command } => (
+            Mode::Supervise(supervise_config(m, &sup, command, env)?),
+            log,
+        ),
+        Sub::Wait { db, log } => (Mode::Wait(db_config(m, db)?), log),
+        Sub::Migrate {
+            db,
+            lock,
+            migrate,
+            log,
+        } => (
+            Mode::Migrate {
+                db: db_config(m, db)?,
+                lock: lock_config(m, &lock)?,
+                migrate: migrate_config(m, migrate)?,
+            },
+            log,
+        ),
+        Sub::Status {
+            db,
+            lock,
+            migrate,
+            log,
+        } => (
+            Mode::Status {
+                db: db_config(m, db)?,
+                lock: lock_config(m, &lock)?,
+                migrate: migrate_config(m, migrate)?,
+            },
+            log,
+        ),
+        Sub::Run {
+            db,
+            lock,
+            sup,
+            log,
+            command,
+        } => (
+            Mode::Run {
+                db: db_config(m, db)?,
+                lock: lock_config(m, &lock)?,
+                sup: supervise_config(m, &sup, command, env)?,
+            },
+            log,
+        ),
+    })
 }
 
 /// Whether any libpq variable names a server, so that boot has a database.
@@ -542,7 +562,7 @@ fn db_config(m: &ArgMatches, a: DbArgs) -> Result<DbConfig> {
     })
 }
 
-fn lock_config(m: &ArgMatches, a: LockArgs) -> Result<LockConfig> {
+fn lock_config(m: &ArgMatches, a: &LockArgs) -> Result<LockConfig> {
     let raw = a.lock_key.trim();
     let key = if raw.is_empty() {
         return Err(bad(
@@ -619,7 +639,7 @@ fn migrate_config(m: &ArgMatches, a: MigrateArgs) -> Result<MigrateConfig> {
 
 fn supervise_config(
     m: &ArgMatches,
-    a: SuperviseArgs,
+    a: &SuperviseArgs,
     command: Vec<String>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<SuperviseConfig> {
@@ -634,7 +654,10 @@ fn supervise_config(
             .iter()
             .map(|arg| {
                 expand(arg, env).map_err(|e| {
-                    Error::Usage(format!("{}: in argument {arg:?}: {e}", origin(m, "expand_env")))
+                    Error::Usage(format!(
+                        "{}: in argument {arg:?}: {e}",
+                        origin(m, "expand_env")
+                    ))
                 })
             })
             .collect::<Result<Vec<_>>>()?
@@ -693,7 +716,10 @@ fn log_config(
 ///
 /// # Errors
 /// An unset variable without a default, or a malformed reference.
-pub fn expand(arg: &str, env: &dyn Fn(&str) -> Option<String>) -> std::result::Result<String, String> {
+pub fn expand(
+    arg: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> std::result::Result<String, String> {
     let mut out = String::with_capacity(arg.len());
     let mut rest = arg;
     while let Some(i) = rest.find('$') {
@@ -728,7 +754,9 @@ pub fn expand(arg: &str, env: &dyn Fn(&str) -> Option<String>) -> std::result::R
         } else {
             let len = rest
                 .char_indices()
-                .find(|&(i, c)| !(c == '_' || c.is_ascii_alphanumeric()) || (i == 0 && c.is_ascii_digit()))
+                .find(|&(i, c)| {
+                    !(c == '_' || c.is_ascii_alphanumeric()) || (i == 0 && c.is_ascii_digit())
+                })
                 .map_or(rest.len(), |(i, _)| i);
             if len == 0 {
                 // A lone `$` (e.g. at the end, or before a space) stays literal.
@@ -759,14 +787,15 @@ fn is_var_name(s: &str) -> bool {
         && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
 }
 
-/// The `--help` text of the top-level command and each subcommand, for the
-/// test that keeps the README's table in step.
-#[must_use]
-pub fn help_texts() -> Vec<String> {
-    let mut cmd = Cli::command();
-    let mut out = vec![cmd.render_long_help().to_string()];
-    for sub in cmd.get_subcommands_mut() {
-        out.push(sub.render_long_help().to_string());
+/// The exit-code table shown by `--help` (long form), from `exit.rs`.
+fn exit_codes_help() -> String {
+    use std::fmt::Write as _;
+    let mut out = String::from(
+        "Every option is also an environment variable (shown in brackets); the flag wins.\n\
+         Durations take humantime form (90s, 5m, 1h30m) or plain seconds.\n\nExit codes:\n",
+    );
+    for (code, meaning) in crate::exit::Exit::TABLE {
+        let _ = writeln!(out, "  {code:<12} {meaning}");
     }
     out
 }
@@ -860,8 +889,17 @@ mod tests {
 
     #[test]
     fn signal_map_parses_and_rejects_unknown_names() {
-        let c = parse(&["supervise", "--signal-map", "TERM:QUIT,SIGINT:TERM", "--", "x"], &[])
-            .unwrap();
+        let c = parse(
+            &[
+                "supervise",
+                "--signal-map",
+                "TERM:QUIT,SIGINT:TERM",
+                "--",
+                "x",
+            ],
+            &[],
+        )
+        .unwrap();
         let Mode::Supervise(sup) = c.mode else {
             panic!()
         };
@@ -874,7 +912,13 @@ mod tests {
     #[test]
     fn migrations_and_migrate_cmd_conflict() {
         let m = usage_message(
-            &["migrate", "--migrations", "m", "--migrate-cmd", "alembic upgrade head"],
+            &[
+                "migrate",
+                "--migrations",
+                "m",
+                "--migrate-cmd",
+                "alembic upgrade head",
+            ],
             &[],
         );
         assert!(m.contains("both"), "{m}");
@@ -883,7 +927,11 @@ mod tests {
     #[test]
     fn migrate_cmd_is_split_like_a_shell() {
         let c = parse(
-            &["migrate", "--migrate-cmd", "python -m 'alembic' upgrade \"head\""],
+            &[
+                "migrate",
+                "--migrate-cmd",
+                "python -m 'alembic' upgrade \"head\"",
+            ],
             &[],
         )
         .unwrap();

@@ -101,7 +101,10 @@ impl std::fmt::Display for Holder {
 ///
 /// # Errors
 /// The query failed.
-pub async fn holder(conn: &mut PgConnection, key: i64) -> std::result::Result<Option<Holder>, sqlx::Error> {
+pub async fn holder(
+    conn: &mut PgConnection,
+    key: i64,
+) -> std::result::Result<Option<Holder>, sqlx::Error> {
     let sql = format!(
         "SELECT a.pid, coalesce(a.application_name, ''), coalesce(host(a.client_addr), 'local'), \
            coalesce(extract(epoch FROM now() - a.backend_start)::bigint, 0) \
@@ -199,11 +202,14 @@ pub async fn acquire(mut conn: PgConnection, key: &LockKey, timeout: Duration) -
                 return Err(Error::Lock(format!(
                     "advisory lock {key} not acquired within {} (--lock-timeout); held by {}",
                     humantime::format_duration(timeout),
-                    h.map_or_else(|| "a session that has just let go".to_string(), |h| format!("{h}, seen holding it for {}s", held_for.as_secs()))
+                    h.map_or_else(
+                        || "a session that has just let go".to_string(),
+                        |h| format!("{h}, seen holding it for {}s", held_for.as_secs())
+                    )
                 )));
             }
-            match h {
-                Some(h) => tracing::info!(
+            if let Some(h) = h {
+                tracing::info!(
                     key,
                     holder_pid = h.pid,
                     holder = %h.application_name,
@@ -211,14 +217,15 @@ pub async fn acquire(mut conn: PgConnection, key: &LockKey, timeout: Duration) -
                     held_for_s = held_for.as_secs(),
                     waited_s = (now - start).as_secs(),
                     "waiting for the migration lock"
-                ),
-                None => tracing::info!(key, "waiting for the migration lock"),
+                );
+            } else {
+                tracing::info!(key, "waiting for the migration lock");
             }
             next_report = now + REPORT_EVERY;
         }
         // Jitter keeps several waiters from polling in lockstep.
         let jitter = u64::from(std::process::id() % 20);
-        tokio::time::sleep(POLL - Duration::from_millis(jitter)).await;
+        tokio::time::sleep(POLL.saturating_sub(Duration::from_millis(jitter))).await;
     }
     let mut lock = Lock {
         conn: Some(conn),
@@ -237,7 +244,12 @@ pub async fn acquire(mut conn: PgConnection, key: &LockKey, timeout: Duration) -
              directly or at a session-mode pool"
         )));
     }
-    tracing::info!(key, backend_pid, waited_ms = start.elapsed().as_millis(), "migration lock acquired");
+    tracing::info!(
+        key,
+        backend_pid,
+        waited_ms = start.elapsed().as_millis(),
+        "migration lock acquired"
+    );
     Ok(lock)
 }
 
@@ -247,7 +259,9 @@ impl Lock {
     /// # Panics
     /// Never: the connection is there until `release`.
     pub fn conn(&mut self) -> &mut PgConnection {
-        self.conn.as_mut().expect("the lock's connection is open until release")
+        self.conn
+            .as_mut()
+            .expect("the lock's connection is open until release")
     }
 
     /// How long the lock has been held.
@@ -283,9 +297,17 @@ impl Lock {
         .await;
         match unlocked {
             Ok(Ok(true)) => tracing::debug!(key, "lock released"),
-            Ok(Ok(false)) => tracing::warn!(key, "pg_advisory_unlock returned false: the lock was not held"),
-            Ok(Err(e)) => tracing::warn!(key, error = %e, "unlock failed; closing the session releases the lock"),
-            Err(_) => tracing::warn!(key, "unlock timed out; closing the session releases the lock"),
+            Ok(Ok(false)) => tracing::warn!(
+                key,
+                "pg_advisory_unlock returned false: the lock was not held"
+            ),
+            Ok(Err(e)) => {
+                tracing::warn!(key, error = %e, "unlock failed; closing the session releases the lock");
+            }
+            Err(_) => tracing::warn!(
+                key,
+                "unlock timed out; closing the session releases the lock"
+            ),
         }
         let _ = tokio::time::timeout(Duration::from_secs(2), conn.close()).await;
     }

@@ -143,12 +143,12 @@ pub struct Assessment {
 /// # Errors
 /// Exit 65: a failed earlier migration, or a checksum that differs from its file.
 pub fn assess(files: &[File], applied: &[Applied]) -> Result<Assessment> {
-    let by_version: BTreeMap<i64, &File> =
-        files.iter().map(|f| (f.migration.version, f)).collect();
+    let by_version: BTreeMap<i64, &File> = files.iter().map(|f| (f.migration.version, f)).collect();
     let name = |v: i64| {
-        by_version
-            .get(&v)
-            .map_or_else(|| format!("version {v}"), |f| format!("{}", f.path.display()))
+        by_version.get(&v).map_or_else(
+            || format!("version {v}"),
+            |f| format!("{}", f.path.display()),
+        )
     };
     if let Some(dirty) = applied.iter().find(|a| !a.success) {
         return Err(Error::Migration(format!(
@@ -212,13 +212,23 @@ pub fn db_ahead(ahead: &[String], policy: DbAhead) -> Result<()> {
 ///
 /// # Errors
 /// As [`load_dir`], [`applied`], [`assess`], [`db_ahead`].
-pub async fn builtin_check(conn: &mut PgConnection, dir: &Path, policy: DbAhead) -> Result<Option<Vec<File>>> {
+pub async fn builtin_check(
+    conn: &mut PgConnection,
+    dir: &Path,
+    policy: DbAhead,
+) -> Result<Option<Vec<File>>> {
     let files = load_dir(dir)?;
     let rows = applied(conn).await?.unwrap_or_default();
     let a = assess(&files, &rows)?;
-    db_ahead(&a.ahead.iter().map(ToString::to_string).collect::<Vec<_>>(), policy)?;
+    db_ahead(
+        &a.ahead.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        policy,
+    )?;
     if a.pending.is_empty() {
-        tracing::info!(migrations = files.len(), "database at head; nothing to migrate (no lock taken)");
+        tracing::info!(
+            migrations = files.len(),
+            "database at head; nothing to migrate (no lock taken)"
+        );
         Ok(None)
     } else {
         Ok(Some(files))
@@ -233,7 +243,10 @@ pub async fn builtin_apply(lock: &mut Lock, files: &[File], policy: DbAhead) -> 
     let conn = lock.conn();
     let rows = applied(conn).await?.unwrap_or_default();
     let a = assess(files, &rows)?;
-    db_ahead(&a.ahead.iter().map(ToString::to_string).collect::<Vec<_>>(), policy)?;
+    db_ahead(
+        &a.ahead.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        policy,
+    )?;
     if a.pending.is_empty() {
         tracing::info!("another replica migrated while this one waited; nothing to do");
         return Ok(0);
@@ -255,7 +268,11 @@ pub async fn builtin_apply(lock: &mut Lock, files: &[File], policy: DbAhead) -> 
         match conn.apply(TABLE, m).await {
             Ok(took) => {
                 count += 1;
-                tracing::info!(version = m.version, took_ms = took.as_millis(), "applied migration");
+                tracing::info!(
+                    version = m.version,
+                    took_ms = took.as_millis(),
+                    "applied migration"
+                );
             }
             Err(e) => {
                 let partial = if m.no_tx {
@@ -295,7 +312,11 @@ fn migrate_error_text(e: &sqlx::migrate::MigrateError) -> String {
 ///
 /// # Errors
 /// Exit 65 with `--db-ahead fail` when the database holds a revision no file knows.
-pub async fn alembic_at_head(conn: &mut PgConnection, argv: &[String], policy: DbAhead) -> Result<bool> {
+pub async fn alembic_at_head(
+    conn: &mut PgConnection,
+    argv: &[String],
+    policy: DbAhead,
+) -> Result<bool> {
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     let env_cfg = std::env::var("ALEMBIC_CONFIG").ok();
     let inv = match crate::alembic::recognise(argv, &cwd, env_cfg.as_deref()) {
@@ -373,7 +394,11 @@ pub async fn status(
         let files = load_dir(dir)?;
         let rows = applied(conn).await?.unwrap_or_default();
         let by_version: BTreeMap<i64, &Applied> = rows.iter().map(|a| (a.version, a)).collect();
-        let _ = writeln!(out, "{:<16} {:<10} {:<40} FILE", "VERSION", "STATE", "DESCRIPTION");
+        let _ = writeln!(
+            out,
+            "{:<16} {:<10} {:<40} FILE",
+            "VERSION", "STATE", "DESCRIPTION"
+        );
         let mut pending = false;
         for f in &files {
             let m = &f.migration;
@@ -386,10 +411,24 @@ pub async fn status(
                     "pending"
                 }
             };
-            let _ = writeln!(out, "{:<16} {:<10} {:<40} {}", m.version, state, m.description, f.path.display());
+            let _ = writeln!(
+                out,
+                "{:<16} {:<10} {:<40} {}",
+                m.version,
+                state,
+                m.description,
+                f.path.display()
+            );
         }
-        for a in rows.iter().filter(|a| !files.iter().any(|f| f.migration.version == a.version)) {
-            let _ = writeln!(out, "{:<16} {:<10} {:<40} (no file: the database is ahead of this directory)", a.version, "unknown", a.description);
+        for a in rows
+            .iter()
+            .filter(|a| !files.iter().any(|f| f.migration.version == a.version))
+        {
+            let _ = writeln!(
+                out,
+                "{:<16} {:<10} {:<40} (no file: the database is ahead of this directory)",
+                a.version, "unknown", a.description
+            );
         }
         let problems = assess(&files, &rows).err();
         if let Some(p) = problems {
@@ -426,4 +465,3 @@ pub async fn status(
     print!("{out}");
     Ok(pending)
 }
-

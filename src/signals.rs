@@ -69,8 +69,7 @@ pub fn wait_readable(sfd: &SignalFd, timeout: Option<std::time::Duration>) -> ni
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     let t = match timeout {
         None => PollTimeout::NONE,
-        Some(d) => PollTimeout::try_from(d.as_millis().min(i32::MAX as u128) as i32)
-            .unwrap_or(PollTimeout::MAX),
+        Some(d) => PollTimeout::try_from(d).unwrap_or(PollTimeout::MAX),
     };
     let mut fds = [PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
     match poll(&mut fds, t) {
@@ -127,13 +126,16 @@ pub fn parse(s: &str) -> Result<i32, String> {
     } else if let Some(rest) = bare.strip_prefix("RTMAX") {
         rt_offset(rest).map(|o| max + o)
     } else {
-        format!("SIG{bare}").parse::<Signal>().ok().map(|s| s as i32)
+        format!("SIG{bare}")
+            .parse::<Signal>()
+            .ok()
+            .map(|s| s as i32)
     };
     match signo {
         Some(n) if (1..=max).contains(&n) && n != libc::SIGKILL && n != libc::SIGSTOP => Ok(n),
-        Some(_) if matches!(bare, "KILL" | "STOP" | "9" | "19") => {
-            Err(format!("{t}: SIGKILL and SIGSTOP cannot be caught, so cannot be mapped"))
-        }
+        Some(_) if matches!(bare, "KILL" | "STOP" | "9" | "19") => Err(format!(
+            "{t}: SIGKILL and SIGSTOP cannot be caught, so cannot be mapped"
+        )),
         _ => Err(format!(
             "unknown signal {t:?}; use names like TERM, QUIT, INT, HUP, USR1, RTMIN+2, or numbers"
         )),

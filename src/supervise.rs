@@ -200,7 +200,10 @@ impl<'a> Tracker<'a> {
 
     fn kill_if_due(&mut self) {
         if self.status.is_none() && self.kill_at.is_some_and(|k| Instant::now() >= k) {
-            tracing::warn!(pid = self.pid.as_raw(), "still running after the grace period; sending SIGKILL to its process group");
+            tracing::warn!(
+                pid = self.pid.as_raw(),
+                "still running after the grace period; sending SIGKILL to its process group"
+            );
             if let Err(e) = signals::send(-self.pid.as_raw(), libc::SIGKILL) {
                 tracing::warn!(error = %e, "could not SIGKILL the child's group");
             }

@@ -16,8 +16,8 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
-use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::ConnectOptions;
+use sqlx::postgres::{PgConnectOptions, PgConnection};
 
 use crate::error::{Error, Result};
 
@@ -205,7 +205,10 @@ impl Failure {
 ///
 /// # Errors
 /// The attempt's failure, classified.
-pub async fn try_connect(target: &Target, limit: Duration) -> std::result::Result<PgConnection, Failure> {
+pub async fn try_connect(
+    target: &Target,
+    limit: Duration,
+) -> std::result::Result<PgConnection, Failure> {
     let attempt = async {
         let mut conn = target.opts.connect().await.map_err(|e| classify(&e))?;
         sqlx::query("SELECT 1")
@@ -245,7 +248,11 @@ pub async fn ready(target: &Target, timeout: Duration) -> Result<PgConnection> {
     let attempt = || async {
         *attempts.borrow_mut() += 1;
         let left = deadline.saturating_duration_since(Instant::now());
-        try_connect(target, left.clamp(Duration::from_millis(100), Duration::from_secs(5))).await
+        try_connect(
+            target,
+            left.clamp(Duration::from_millis(100), Duration::from_secs(5)),
+        )
+        .await
     };
     let retry = attempt
         .retry(backoff())
@@ -301,8 +308,8 @@ mod tests {
 
     #[test]
     fn malformed_url_is_config_error_without_password() {
-        let e = Target::new(Some("postgres://u:hunter22@db:notaport/x"), "DATABASE_URL")
-            .unwrap_err();
+        let e =
+            Target::new(Some("postgres://u:hunter22@db:notaport/x"), "DATABASE_URL").unwrap_err();
         let m = e.to_string();
         assert!(matches!(e, Error::Config(_)));
         assert!(m.contains("DATABASE_URL") && !m.contains("hunter22"), "{m}");

@@ -20,12 +20,17 @@ fn round_trip(v: PgVersion) {
     assert_eq!(db.psql("select current_database()"), db.name);
     assert!(db.url.ends_with(&format!("/{}", db.name)), "{}", db.url);
     // Errors come back as Err, with the server's message.
-    let err = db.try_psql("select * from no_such_table").expect_err("a missing table is an error");
+    let err = db
+        .try_psql("select * from no_such_table")
+        .expect_err("a missing table is an error");
     assert!(err.contains("no_such_table"), "{err}");
     // Dropping the TestDb drops the database.
     let name = db.name.clone();
     drop(db);
-    let left = shared(v).psql("postgres", &format!("select count(*) from pg_database where datname = '{name}'"));
+    let left = shared(v).psql(
+        "postgres",
+        &format!("select count(*) from pg_database where datname = '{name}'"),
+    );
     assert_eq!(left, "0");
 }
 
@@ -43,11 +48,21 @@ fn round_trip_15() {
 fn wrong_password_is_rejected() {
     for v in PgVersion::ALL {
         let cluster = shared(v);
-        let err = cluster.try_psql_as("postgres", "not-the-password", "postgres", "select 1").expect_err("a wrong password is refused");
+        let err = cluster
+            .try_psql_as("postgres", "not-the-password", "postgres", "select 1")
+            .expect_err("a wrong password is refused");
         assert!(err.contains("password authentication failed"), "{err}");
-        assert_eq!(cluster.try_psql_as("postgres", cluster.password(), "postgres", "select 1").as_deref(), Ok("1"));
+        assert_eq!(
+            cluster
+                .try_psql_as("postgres", cluster.password(), "postgres", "select 1")
+                .as_deref(),
+            Ok("1")
+        );
         let url = cluster.url_with_password("postgres", "a b/c");
-        assert!(url.starts_with("postgres://postgres:a%20b%2Fc@127.0.0.1:"), "{url}");
+        assert!(
+            url.starts_with("postgres://postgres:a%20b%2Fc@127.0.0.1:"),
+            "{url}"
+        );
     }
 }
 
@@ -56,15 +71,24 @@ fn parallel_databases() {
     let handles: Vec<_> = (0..8)
         .map(|i| {
             thread::spawn(move || {
-                let v = if i % 2 == 0 { PgVersion::V17 } else { PgVersion::V15 };
+                let v = if i % 2 == 0 {
+                    PgVersion::V17
+                } else {
+                    PgVersion::V15
+                };
                 let db = shared(v).create_db();
-                db.psql(&format!("create table t (i int); insert into t values ({i})"));
+                db.psql(&format!(
+                    "create table t (i int); insert into t values ({i})"
+                ));
                 assert_eq!(db.psql("select i from t"), i.to_string());
                 db.name.clone()
             })
         })
         .collect();
-    let mut names: Vec<String> = handles.into_iter().map(|h| h.join().expect("thread")).collect();
+    let mut names: Vec<String> = handles
+        .into_iter()
+        .map(|h| h.join().expect("thread"))
+        .collect();
     names.sort();
     names.dedup();
     assert_eq!(names.len(), 8);
@@ -75,7 +99,10 @@ fn lifecycle(v: PgVersion) {
     assert!(!cluster.is_running());
     // The URL is known before the server starts, and stays valid.
     let url = cluster.url("postgres");
-    assert!(url.contains(&format!("@127.0.0.1:{}/postgres", cluster.port())), "{url}");
+    assert!(
+        url.contains(&format!("@127.0.0.1:{}/postgres", cluster.port())),
+        "{url}"
+    );
     assert!(cluster.try_psql("postgres", "select 1").is_err());
 
     cluster.start();
@@ -83,7 +110,10 @@ fn lifecycle(v: PgVersion) {
     expect_version(v, &cluster.psql("postgres", "select version()"));
     assert_eq!(cluster.psql("postgres", "show fsync"), "off");
     assert_eq!(cluster.psql("postgres", "show max_connections"), "200");
-    assert_eq!(cluster.psql("postgres", "show listen_addresses"), "127.0.0.1");
+    assert_eq!(
+        cluster.psql("postgres", "show listen_addresses"),
+        "127.0.0.1"
+    );
     // Each cluster has its own password.
     assert_ne!(cluster.password(), shared(v).password());
     let db = cluster.create_db();

@@ -7,7 +7,11 @@
 //!
 //! Parts of this are unused by some test files, hence the allows.
 #![allow(dead_code, unused_imports)]
-#![allow(clippy::must_use_candidate, clippy::missing_panics_doc, clippy::doc_markdown)]
+#![allow(
+    clippy::must_use_candidate,
+    clippy::missing_panics_doc,
+    clippy::doc_markdown
+)]
 
 pub mod pg;
 pub mod pgboot;

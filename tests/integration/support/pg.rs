@@ -139,7 +139,9 @@ pub fn bin_dir(v: PgVersion) -> PathBuf {
                 _ => PathBuf::from(ensure_pg(&v.major().to_string())),
             };
             assert!(
-                dir.join("postgres").is_file() && dir.join("initdb").is_file() && dir.join("pg_ctl").is_file(),
+                dir.join("postgres").is_file()
+                    && dir.join("initdb").is_file()
+                    && dir.join("pg_ctl").is_file(),
                 "{} has no postgres/initdb/pg_ctl",
                 dir.display()
             );
@@ -159,17 +161,28 @@ pub fn psql_path(v: PgVersion) -> PathBuf {
     if own.is_file() {
         return own;
     }
-    FALLBACK.get_or_init(|| PathBuf::from(ensure_pg("psql"))).clone()
+    FALLBACK
+        .get_or_init(|| PathBuf::from(ensure_pg("psql")))
+        .clone()
 }
 
 fn ensure_pg(arg: &str) -> String {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/ensure-pg");
     let out = process::run(Command::new(&script).arg(arg), None, ENSURE_TIMEOUT)
         .unwrap_or_else(|e| panic!("scripts/ensure-pg {arg}: {e}"));
-    assert!(out.status.success(), "{} {arg} failed: {}", script.display(), out.describe());
+    assert!(
+        out.status.success(),
+        "{} {arg} failed: {}",
+        script.display(),
+        out.describe()
+    );
     match out.stdout.lines().map(str::trim).rfind(|l| !l.is_empty()) {
         Some(line) => line.to_owned(),
-        None => panic!("{} {arg} printed nothing: {}", script.display(), out.describe()),
+        None => panic!(
+            "{} {arg} printed nothing: {}",
+            script.display(),
+            out.describe()
+        ),
     }
 }
 
@@ -264,7 +277,8 @@ fn clean_env(cmd: &mut Command) {
 /// Makes `path` belong to the server's account (no-op unless we are root).
 fn give_to_server(path: &Path) {
     if let Some(ra) = run_as() {
-        chown(path, Some(ra.uid), Some(ra.gid)).unwrap_or_else(|e| panic!("chown {}: {e}", path.display()));
+        chown(path, Some(ra.uid), Some(ra.gid))
+            .unwrap_or_else(|e| panic!("chown {}: {e}", path.display()));
     }
 }
 
@@ -275,7 +289,11 @@ fn random_u64() -> u64 {
     static SEQ: AtomicU64 = AtomicU64::new(0);
     let mut h = RandomState::new().build_hasher();
     h.write_u64(SEQ.fetch_add(1, Ordering::Relaxed));
-    h.write_u128(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
     h.write_u32(std::process::id());
     h.finish()
 }
@@ -305,8 +323,8 @@ fn temp_base() -> &'static Path {
             return PathBuf::from(dir);
         }
         let shm = Path::new("/dev/shm");
-        let sticky_world_writable =
-            fs::metadata(shm).is_ok_and(|m| m.is_dir() && m.permissions().mode() & 0o1777 == 0o1777);
+        let sticky_world_writable = fs::metadata(shm)
+            .is_ok_and(|m| m.is_dir() && m.permissions().mode() & 0o1777 == 0o1777);
         let free_kib = Command::new("df")
             .args(["-Pk", "/dev/shm"])
             .stderr(Stdio::null())
@@ -331,7 +349,12 @@ fn temp_base() -> &'static Path {
 fn make_temp_root(prefix: &str) -> PathBuf {
     let base = temp_base();
     for _ in 0..100 {
-        let dir = base.join(format!("{prefix}-{}-{}-{}", std::process::id(), next_seq(), random_hex(6)));
+        let dir = base.join(format!(
+            "{prefix}-{}-{}-{}",
+            std::process::id(),
+            next_seq(),
+            random_hex(6)
+        ));
         match fs::create_dir(&dir) {
             Ok(()) => {
                 fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))
@@ -357,7 +380,11 @@ fn write_server_file(path: &Path, contents: &str) {
 pub fn pid_alive(pid: u32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
         // The state follows the parenthesised command name.
-        Ok(stat) => stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()) != Some("Z"),
+        Ok(stat) => {
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                != Some("Z")
+        }
         Err(_) => false,
     }
 }
@@ -386,7 +413,9 @@ fn wait_pid_gone(pid: u32, timeout: Duration) -> bool {
 
 /// Last `lines` lines of a file, for panic messages.
 fn tail(path: &Path, lines: usize) -> String {
-    let text = fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+    let text = fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
@@ -424,9 +453,15 @@ fn pick_port() -> u16 {
             Some((it.next()??, it.next()??))
         })
         .unwrap_or((32768, 60999));
-    let (from, to) = if lo >= 16000 { (15000, lo - 1) } else { (hi.saturating_add(1).max(1024), 65535) };
+    let (from, to) = if lo >= 16000 {
+        (15000, lo - 1)
+    } else {
+        (hi.saturating_add(1).max(1024), 65535)
+    };
     let span = u64::from(to.saturating_sub(from)) + 1;
-    let mut ports = PORTS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut ports = PORTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let taken = ports.get_or_insert_with(HashSet::new);
     for _ in 0..200 {
         let port = from + u16::try_from(random_u64() % span).expect("span fits u16");
@@ -448,7 +483,9 @@ fn pick_port() -> u16 {
 }
 
 fn release_port(port: u16) {
-    let mut ports = PORTS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut ports = PORTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(taken) = ports.as_mut() {
         taken.remove(&port);
     }
@@ -490,7 +527,10 @@ fn spawn_watchdog(root: &Path) -> Option<Child> {
     match cmd.spawn() {
         Ok(child) => Some(child),
         Err(e) => {
-            eprintln!("pgboot test harness: cannot start the watchdog for {}: {e}", root.display());
+            eprintln!(
+                "pgboot test harness: cannot start the watchdog for {}: {e}",
+                root.display()
+            );
             None
         }
     }
@@ -567,15 +607,24 @@ impl Conn {
     fn psql(&self, user: &str, password: &str, db: &str, sql: &str) -> Result<String, String> {
         let mut cmd = Command::new(&self.psql);
         clean_env(&mut cmd);
-        cmd.args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1"])
-            .arg("-p")
-            .arg(self.port.to_string())
-            .args(["-U", user, "-d", db, "-f", "-"])
-            .env("PGPASSWORD", password)
-            .env("PGPASSFILE", "/dev/null")
-            .env("PGSSLMODE", "disable")
-            .env("PGCONNECT_TIMEOUT", "10")
-            .env("PGAPPNAME", "pgboot-test-harness");
+        cmd.args([
+            "-X",
+            "-A",
+            "-t",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            "127.0.0.1",
+        ])
+        .arg("-p")
+        .arg(self.port.to_string())
+        .args(["-U", user, "-d", db, "-f", "-"])
+        .env("PGPASSWORD", password)
+        .env("PGPASSFILE", "/dev/null")
+        .env("PGSSLMODE", "disable")
+        .env("PGCONNECT_TIMEOUT", "10")
+        .env("PGAPPNAME", "pgboot-test-harness");
         let out = process::run(&mut cmd, Some(sql.as_bytes()), PSQL_TIMEOUT)?;
         if out.status.success() {
             Ok(out.stdout.trim().to_owned())
@@ -616,9 +665,19 @@ impl Cluster {
         let watchdog = spawn_watchdog(&root);
         let data = root.join("data");
         // cp -a keeps the owner (nobody, when we are root) and the 0700 mode.
-        let out = process::run(Command::new("cp").arg("-a").arg(&tmpl.data).arg(&data), None, SETUP_TIMEOUT)
-            .unwrap_or_else(|e| panic!("copy the template: {e}"));
-        assert!(out.status.success(), "cp -a {} {}: {}", tmpl.data.display(), data.display(), out.describe());
+        let out = process::run(
+            Command::new("cp").arg("-a").arg(&tmpl.data).arg(&data),
+            None,
+            SETUP_TIMEOUT,
+        )
+        .unwrap_or_else(|e| panic!("copy the template: {e}"));
+        assert!(
+            out.status.success(),
+            "cp -a {} {}: {}",
+            tmpl.data.display(),
+            data.display(),
+            out.describe()
+        );
 
         let cluster = Cluster {
             version: v,
@@ -669,7 +728,9 @@ impl Cluster {
         tail(&self.log, lines)
     }
 
-    /// The TCP port on 127.0.0.1. Fixed from `new` on, also across restarts.
+    /// The TCP port on 127.0.0.1. Chosen by `new`; once read (here, or via
+    /// a URL) it never changes, also across restarts. A port nobody has read
+    /// yet may move if it turns out taken at the first start.
     pub fn port(&self) -> u16 {
         self.port_shown.store(true, Ordering::SeqCst);
         self.port.load(Ordering::SeqCst)
@@ -691,13 +752,18 @@ impl Cluster {
     }
 
     fn conn(&self) -> Conn {
-        Conn { port: self.port(), password: self.password.clone(), psql: self.psql.clone() }
+        Conn {
+            port: self.port(),
+            password: self.password.clone(),
+            psql: self.psql.clone(),
+        }
     }
 
     /// Runs `sql` as `postgres` in `db`; returns psql's trimmed unaligned,
     /// tuples-only output. Panics with psql's stderr on error.
     pub fn psql(&self, db: &str, sql: &str) -> String {
-        self.try_psql(db, sql).unwrap_or_else(|e| panic!("{e}\n--- SQL ---\n{sql}"))
+        self.try_psql(db, sql)
+            .unwrap_or_else(|e| panic!("{e}\n--- SQL ---\n{sql}"))
     }
 
     /// Like [`Cluster::psql`], but returns psql's stderr as the error.
@@ -707,7 +773,13 @@ impl Cluster {
 
     /// Runs `sql` in `db` as `user` with `password` (over TCP, so scram
     /// authentication applies).
-    pub fn try_psql_as(&self, user: &str, password: &str, db: &str, sql: &str) -> Result<String, String> {
+    pub fn try_psql_as(
+        &self,
+        user: &str,
+        password: &str,
+        db: &str,
+        sql: &str,
+    ) -> Result<String, String> {
         self.conn().psql(user, password, db, sql)
     }
 
@@ -715,8 +787,15 @@ impl Cluster {
     /// returned [`TestDb`] is dropped. The cluster must be running.
     pub fn create_db(&self) -> TestDb {
         let name = format!("t{}_{}", next_seq(), random_hex(8));
-        self.psql("postgres", &format!("CREATE DATABASE {}", quote_ident(&name)));
-        TestDb { url: self.url(&name), name, conn: self.conn() }
+        self.psql(
+            "postgres",
+            &format!("CREATE DATABASE {}", quote_ident(&name)),
+        );
+        TestDb {
+            url: self.url(&name),
+            name,
+            conn: self.conn(),
+        }
     }
 
     /// The postmaster's pid if it is running (from `postmaster.pid`).
@@ -735,9 +814,16 @@ impl Cluster {
     /// Starts the server and waits (at most 30 s) until it accepts
     /// connections. Panics if it is already running or does not come up.
     pub fn start(&self) {
-        let _guard = self.lifecycle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _guard = self
+            .lifecycle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(pid) = self.pid() {
-            panic!("PostgreSQL {} cluster at {} is already running (pid {pid})", self.version.major(), self.root.display());
+            panic!(
+                "PostgreSQL {} cluster at {} is already running (pid {pid})",
+                self.version.major(),
+                self.root.display()
+            );
         }
         let clash_deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -767,16 +853,23 @@ impl Cluster {
             // A server that came up late (pg_ctl timed out) must not linger.
             self.stop_by_pid(false);
             let new_log = fs::read(&self.log)
-                .map(|b| String::from_utf8_lossy(&b[usize::try_from(log_len).unwrap_or(0).min(b.len())..]).into_owned())
+                .map(|b| {
+                    String::from_utf8_lossy(
+                        &b[usize::try_from(log_len).unwrap_or(0).min(b.len())..],
+                    )
+                    .into_owned()
+                })
                 .unwrap_or_default();
-            let clash = new_log.contains("Address already in use") || new_log.contains("could not bind");
+            let clash =
+                new_log.contains("Address already in use") || new_log.contains("could not bind");
             assert!(
                 clash,
                 "PostgreSQL {} did not start: {failure}\n--- server log ---\n{}",
                 self.version.major(),
                 self.log_tail(40)
             );
-            if !self.started_once.load(Ordering::SeqCst) && !self.port_shown.load(Ordering::SeqCst) {
+            if !self.started_once.load(Ordering::SeqCst) && !self.port_shown.load(Ordering::SeqCst)
+            {
                 // Nobody knows the port yet: take another one.
                 let old = self.port.load(Ordering::SeqCst);
                 self.port.store(pick_port(), Ordering::SeqCst);
@@ -799,7 +892,10 @@ impl Cluster {
     /// Fast shutdown (SIGINT to the postmaster) and waits (at most 30 s, then
     /// SIGQUIT) for the postmaster to exit. No-op when not running.
     pub fn stop(&self) {
-        let _guard = self.lifecycle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _guard = self
+            .lifecycle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         self.stop_by_pid(true);
     }
 
@@ -820,7 +916,11 @@ impl Cluster {
         let msg = format!(
             "PostgreSQL {} (pid {pid}) did not stop within {STOP_TIMEOUT:?}{}\n--- server log ---\n{}",
             self.version.major(),
-            if gone { "; it quit on SIGQUIT" } else { ", nor on SIGQUIT" },
+            if gone {
+                "; it quit on SIGQUIT"
+            } else {
+                ", nor on SIGQUIT"
+            },
             self.log_tail(40)
         );
         assert!(!panic_on_timeout, "{msg}");
@@ -851,7 +951,10 @@ impl Cluster {
             &format!(
                 "port = {}\nunix_socket_directories = '{sock}'\ncluster_name = 'pgboot-test-{}'\n",
                 self.port.load(Ordering::SeqCst),
-                self.root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+                self.root
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
             ),
         );
     }
@@ -893,7 +996,10 @@ impl Drop for Cluster {
         }
         release_port(self.port.load(Ordering::SeqCst));
         if stopped {
-            let watchdog = self.watchdog.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let watchdog = self
+                .watchdog
+                .get_mut()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             if let Some(mut child) = watchdog.take() {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -928,12 +1034,14 @@ pub struct TestDb {
 impl TestDb {
     /// Runs `sql` in this database as `postgres`; see [`Cluster::psql`].
     pub fn psql(&self, sql: &str) -> String {
-        self.try_psql(sql).unwrap_or_else(|e| panic!("{e}\n--- SQL ---\n{sql}"))
+        self.try_psql(sql)
+            .unwrap_or_else(|e| panic!("{e}\n--- SQL ---\n{sql}"))
     }
 
     /// Like [`TestDb::psql`], but returns psql's stderr as the error.
     pub fn try_psql(&self, sql: &str) -> Result<String, String> {
-        self.conn.psql("postgres", &self.conn.password, &self.name, sql)
+        self.conn
+            .psql("postgres", &self.conn.password, &self.name, sql)
     }
 
     /// The server's port.
@@ -954,8 +1062,13 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(&self.name));
+        let sql = format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            quote_ident(&self.name)
+        );
         // The server may be stopped or gone by now; then so is the database.
-        let _ = self.conn.psql("postgres", &self.conn.password, "postgres", &sql);
+        let _ = self
+            .conn
+            .psql("postgres", &self.conn.password, "postgres", &sql);
     }
 }

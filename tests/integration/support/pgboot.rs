@@ -16,11 +16,32 @@ pub fn bin() -> &'static str {
 
 /// Environment variables that would leak the developer's database into a test.
 const SCRUB: &[&str] = &[
-    "DATABASE_URL", "PGHOST", "PGHOSTADDR", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE",
-    "PGSERVICE", "PGOPTIONS", "PGSSLMODE", "RUST_LOG", "PGBOOT_LOG", "PGBOOT_LOG_FORMAT",
-    "PGBOOT_MIGRATIONS", "PGBOOT_MIGRATE_CMD", "PGBOOT_MIGRATE_DATABASE_URL", "PGBOOT_LOCK_KEY",
-    "PGBOOT_WAIT_TIMEOUT", "PGBOOT_LOCK_TIMEOUT", "PGBOOT_MIGRATE_TIMEOUT", "PGBOOT_DB_AHEAD",
-    "PGBOOT_GRACE_PERIOD", "PGBOOT_SIGNAL_MAP", "PGBOOT_EXPAND_ENV", "PGBOOT_EXEC", "ALEMBIC_CONFIG",
+    "DATABASE_URL",
+    "PGHOST",
+    "PGHOSTADDR",
+    "PGPORT",
+    "PGUSER",
+    "PGPASSWORD",
+    "PGDATABASE",
+    "PGSERVICE",
+    "PGOPTIONS",
+    "PGSSLMODE",
+    "RUST_LOG",
+    "PGBOOT_LOG",
+    "PGBOOT_LOG_FORMAT",
+    "PGBOOT_MIGRATIONS",
+    "PGBOOT_MIGRATE_CMD",
+    "PGBOOT_MIGRATE_DATABASE_URL",
+    "PGBOOT_LOCK_KEY",
+    "PGBOOT_WAIT_TIMEOUT",
+    "PGBOOT_LOCK_TIMEOUT",
+    "PGBOOT_MIGRATE_TIMEOUT",
+    "PGBOOT_DB_AHEAD",
+    "PGBOOT_GRACE_PERIOD",
+    "PGBOOT_SIGNAL_MAP",
+    "PGBOOT_EXPAND_ENV",
+    "PGBOOT_EXEC",
+    "ALEMBIC_CONFIG",
 ];
 
 /// `pgboot ARGS...` with a clean environment for pgboot's variables.
@@ -38,7 +59,14 @@ pub fn pgboot(args: &[&str]) -> Command {
 /// [`Running::ns_pid1`] to find pgboot's pid and signal it.
 pub fn pgboot_pid1(args: &[&str]) -> Command {
     let mut c = Command::new("unshare");
-    c.args(["--pid", "--fork", "--mount-proc", "--kill-child", "--", bin()]);
+    c.args([
+        "--pid",
+        "--fork",
+        "--mount-proc",
+        "--kill-child",
+        "--",
+        bin(),
+    ]);
     c.args(args);
     for k in SCRUB {
         c.env_remove(k);
@@ -73,15 +101,25 @@ impl Running {
     /// (stdin from /dev/null unless the caller set it).
     pub fn start(mut cmd: Command) -> Running {
         use std::os::unix::process::CommandExt;
-        cmd.process_group(0).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
+        cmd.process_group(0)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
         let stdout = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let readers = vec![
             pump(child.stdout.take().unwrap(), stdout.clone()),
             pump(child.stderr.take().unwrap(), stderr.clone()),
         ];
-        Running { child, stdout, stderr, readers, status: None }
+        Running {
+            child,
+            stdout,
+            stderr,
+            readers,
+            status: None,
+        }
     }
 
     pub fn pid(&self) -> i32 {
@@ -98,7 +136,11 @@ impl Running {
 
     /// Both streams, for assertion messages.
     pub fn output(&self) -> String {
-        format!("--- stdout ---\n{}\n--- stderr ---\n{}", self.stdout(), self.stderr())
+        format!(
+            "--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.stdout(),
+            self.stderr()
+        )
     }
 
     /// Sends `sig` to the process itself.
@@ -118,7 +160,11 @@ impl Running {
                     return p.parse().unwrap();
                 }
             }
-            assert!(Instant::now() < deadline, "unshare {pid} has no child after 5 s\n{}", self.output());
+            assert!(
+                Instant::now() < deadline,
+                "unshare {pid} has no child after 5 s\n{}",
+                self.output()
+            );
             thread::sleep(Duration::from_millis(5));
         }
     }
@@ -131,7 +177,11 @@ impl Running {
             if pred(&all) {
                 return;
             }
-            assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}\n{}", self.output());
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for {what}\n{}",
+                self.output()
+            );
             thread::sleep(Duration::from_millis(10));
         }
     }

@@ -35,9 +35,13 @@ impl Finished {
 /// the caller.
 pub fn run(cmd: &mut Command, stdin: Option<&[u8]>, timeout: Duration) -> Result<Finished, String> {
     let what = format!("{cmd:?}");
-    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     let mut child = cmd.spawn().map_err(|e| format!("cannot run {what}: {e}"))?;
     let deadline = Instant::now() + timeout;
 
@@ -56,8 +60,12 @@ pub fn run(cmd: &mut Command, stdin: Option<&[u8]>, timeout: Duration) -> Result
     let Some(status) = status else {
         let _ = child.kill();
         let _ = child.wait();
-        let out = stdout.recv_timeout(Duration::from_millis(200)).unwrap_or_default();
-        let err = stderr.recv_timeout(Duration::from_millis(200)).unwrap_or_default();
+        let out = stdout
+            .recv_timeout(Duration::from_millis(200))
+            .unwrap_or_default();
+        let err = stderr
+            .recv_timeout(Duration::from_millis(200))
+            .unwrap_or_default();
         return Err(format!(
             "{what} timed out after {timeout:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
             out.trim_end(),
@@ -67,7 +75,11 @@ pub fn run(cmd: &mut Command, stdin: Option<&[u8]>, timeout: Duration) -> Result
     let grace = Duration::from_secs(5);
     let stdout = stdout.recv_timeout(grace).unwrap_or_default();
     let stderr = stderr.recv_timeout(grace).unwrap_or_default();
-    Ok(Finished { status, stdout, stderr })
+    Ok(Finished {
+        status,
+        stdout,
+        stderr,
+    })
 }
 
 /// Polls `child` until it exits or `deadline` passes (then `None`).
