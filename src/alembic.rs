@@ -53,7 +53,10 @@ pub fn recognise(
         return Ok(None);
     };
     if !cwd.is_absolute() {
-        return Err(format!("working directory {} is not absolute", cwd.display()));
+        return Err(format!(
+            "working directory {} is not absolute",
+            cwd.display()
+        ));
     }
     parse_alembic_args(alembic_part, cwd, alembic_config_env).map(Some)
 }
@@ -112,7 +115,9 @@ fn alembic_args(argv: &[String]) -> Result<Option<&[String]>, String> {
                     return if module == "alembic" {
                         Ok(Some(&rest[i..]))
                     } else if module.starts_with("alembic.") {
-                        Err(format!("`python -m {module}` is not the usual alembic entry point"))
+                        Err(format!(
+                            "`python -m {module}` is not the usual alembic entry point"
+                        ))
                     } else {
                         Ok(None)
                     };
@@ -126,9 +131,14 @@ fn alembic_args(argv: &[String]) -> Result<Option<&[String]>, String> {
 }
 
 /// An interpreter option we do not model: doubt if the rest mentions alembic, else not Alembic.
-fn unknown_python_option(option: &str, rest: &[String]) -> Result<Option<&'static [String]>, String> {
+fn unknown_python_option(
+    option: &str,
+    rest: &[String],
+) -> Result<Option<&'static [String]>, String> {
     if rest.iter().any(|a| a.contains("alembic")) {
-        Err(format!("python option `{option}` is not one we reason about"))
+        Err(format!(
+            "python option `{option}` is not one we reason about"
+        ))
     } else {
         Ok(None)
     }
@@ -154,7 +164,11 @@ fn base_name(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
 
-fn parse_alembic_args(args: &[String], cwd: &Path, env: Option<&str>) -> Result<Invocation, String> {
+fn parse_alembic_args(
+    args: &[String],
+    cwd: &Path,
+    env: Option<&str>,
+) -> Result<Invocation, String> {
     let mut config: Option<String> = None;
     let mut section: Option<String> = None;
     let mut i = 0;
@@ -175,7 +189,10 @@ fn parse_alembic_args(args: &[String], cwd: &Path, env: Option<&str>) -> Result<
             "-c" | "--config" => set_once(&mut config, option_value(args, &mut i, a)?, a)?,
             "-n" | "--name" => set_once(&mut section, option_value(args, &mut i, a)?, a)?,
             _ if a.starts_with("-x") => {
-                return Err("alembic -x passes arguments to env.py, which may pick another database".to_owned());
+                return Err(
+                    "alembic -x passes arguments to env.py, which may pick another database"
+                        .to_owned(),
+                );
             }
             _ => {
                 if let Some(v) = a.strip_prefix("--config=") {
@@ -202,7 +219,9 @@ fn parse_alembic_args(args: &[String], cwd: &Path, env: Option<&str>) -> Result<
     let config = match (config, env) {
         (Some(config), _) => config,
         (None, Some("")) => {
-            return Err("ALEMBIC_CONFIG is empty (Alembic versions disagree on its meaning)".to_owned());
+            return Err(
+                "ALEMBIC_CONFIG is empty (Alembic versions disagree on its meaning)".to_owned(),
+            );
         }
         (None, Some(env)) => env.to_owned(),
         (None, None) => "alembic.ini".to_owned(),
@@ -223,7 +242,9 @@ fn check_upgrade_args(args: &[String]) -> Result<(), String> {
     for a in args {
         let a = a.as_str();
         if a == "--sql" {
-            return Err("`upgrade --sql` is offline mode (prints SQL, does not migrate)".to_owned());
+            return Err(
+                "`upgrade --sql` is offline mode (prints SQL, does not migrate)".to_owned(),
+            );
         }
         if a == "--tag" || a.starts_with("--tag=") {
             return Err("`upgrade --tag` passes a tag to env.py".to_owned());
@@ -290,25 +311,38 @@ pub fn load(inv: &Invocation) -> Result<Script, String> {
         return Err(format!("{shown} has no [{section}] section"));
     }
     check_pyproject(&inv.cwd)?;
-    let opt = |key: &str| ini.get(section, key).map_err(|e| format!("{shown}: [{section}] {key}: {e}"));
+    let opt = |key: &str| {
+        ini.get(section, key)
+            .map_err(|e| format!("{shown}: [{section}] {key}: {e}"))
+    };
 
     let location = opt("script_location")?.ok_or_else(|| {
-        format!("{shown} has no script_location in [{section}] (the config may live in pyproject.toml)")
+        format!(
+            "{shown} has no script_location in [{section}] (the config may live in pyproject.toml)"
+        )
     })?;
     if location.is_empty() {
         return Err(format!("{shown}: script_location is empty"));
     }
     let script_dir = resolve_path(&inv.cwd, &location, "script_location")?;
     if !script_dir.is_dir() {
-        return Err(format!("script_location {} is not a directory", script_dir.display()));
+        return Err(format!(
+            "script_location {} is not a directory",
+            script_dir.display()
+        ));
     }
     if flag(opt("sourceless")?.as_deref(), "sourceless")? {
         return Err("sourceless = true: revisions may exist only as .pyc files".to_owned());
     }
-    let recursive = flag(opt("recursive_version_locations")?.as_deref(), "recursive_version_locations")?;
+    let recursive = flag(
+        opt("recursive_version_locations")?.as_deref(),
+        "recursive_version_locations",
+    )?;
     if let Some(t) = opt("truncate_slug_length")? {
         if t.trim().parse::<i64>().is_err() {
-            return Err(format!("truncate_slug_length {t:?} is not an integer (Alembic would fail)"));
+            return Err(format!(
+                "truncate_slug_length {t:?} is not an integer (Alembic would fail)"
+            ));
         }
     }
     check_env_py(&script_dir)?;
@@ -327,7 +361,10 @@ pub fn load(inv: &Invocation) -> Result<Script, String> {
     let mut files = Vec::new();
     for dir in &dirs {
         if !dir.is_dir() {
-            return Err(format!("version directory {} does not exist", dir.display()));
+            return Err(format!(
+                "version directory {} does not exist",
+                dir.display()
+            ));
         }
         walk(dir, recursive, &mut files)?;
     }
@@ -344,7 +381,10 @@ fn here_of(config: &Path) -> Result<String, String> {
         .to_str()
         .ok_or_else(|| format!("config directory {} is not UTF-8", dir.display()))?;
     if here.contains('%') {
-        return Err("the config file's directory contains `%`, which interpolation would misread".to_owned());
+        return Err(
+            "the config file's directory contains `%`, which interpolation would misread"
+                .to_owned(),
+        );
     }
     Ok(here.to_owned())
 }
@@ -353,9 +393,9 @@ fn here_of(config: &Path) -> Result<String, String> {
 fn flag(value: Option<&str>, key: &str) -> Result<bool, String> {
     match value {
         Some("true") => Ok(true),
-        Some(v) if v.eq_ignore_ascii_case("true") => {
-            Err(format!("{key} = {v}: Alembic versions disagree on whether this is true"))
-        }
+        Some(v) if v.eq_ignore_ascii_case("true") => Err(format!(
+            "{key} = {v}: Alembic versions disagree on whether this is true"
+        )),
         _ => Ok(false),
     }
 }
@@ -365,7 +405,9 @@ fn flag(value: Option<&str>, key: &str) -> Result<bool, String> {
 fn resolve_path(cwd: &Path, s: &str, what: &str) -> Result<PathBuf, String> {
     let p = Path::new(s);
     if !p.is_absolute() && s.contains(':') {
-        return Err(format!("{what} {s:?} is a package resource (`package:path`)"));
+        return Err(format!(
+            "{what} {s:?} is a package resource (`package:path`)"
+        ));
     }
     consistent_path(&cwd.join(p), what)
 }
@@ -414,7 +456,9 @@ fn check_pyproject(cwd: &Path) -> Result<(), String> {
 /// `alembic` key under `[tool]`, or an inline `tool = {…alembic…}`). Errs towards `true`.
 fn toml_configures_alembic(text: &str) -> bool {
     fn squash(s: &str) -> String {
-        s.chars().filter(|c| !c.is_whitespace() && *c != '"' && *c != '\'').collect()
+        s.chars()
+            .filter(|c| !c.is_whitespace() && *c != '"' && *c != '\'')
+            .collect()
     }
     fn is_tool_alembic(key: &str) -> bool {
         key == "tool.alembic" || key.starts_with("tool.alembic.")
@@ -441,11 +485,17 @@ fn toml_configures_alembic(text: &str) -> bool {
             continue;
         }
         let key = squash(line.split('=').next().unwrap_or(line));
-        let full = if table.is_empty() { key } else { format!("{table}.{key}") };
+        let full = if table.is_empty() {
+            key
+        } else {
+            format!("{table}.{key}")
+        };
         if is_tool_alembic(&full) || (full == "tool" && line.contains("alembic")) {
             return true;
         }
-        multiline = ["\"\"\"", "'''"].into_iter().find(|d| line.matches(d).count() % 2 == 1);
+        multiline = ["\"\"\"", "'''"]
+            .into_iter()
+            .find(|d| line.matches(d).count() % 2 == 1);
     }
     false
 }
@@ -454,12 +504,22 @@ fn toml_configures_alembic(text: &str) -> bool {
 /// database check cannot be trusted.
 fn check_env_py(script_dir: &Path) -> Result<(), String> {
     let path = script_dir.join("env.py");
-    let text = fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text =
+        fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let doubts = [
         ("version_table", "env.py configures its own version table"),
-        ("upgrade_token", "env.py looks like the multi-database template (one version table per database)"),
-        ("search_path", "env.py changes search_path, so the version table may live elsewhere"),
-        ("schema_translate_map", "env.py uses schema_translate_map, which can move the version table"),
+        (
+            "upgrade_token",
+            "env.py looks like the multi-database template (one version table per database)",
+        ),
+        (
+            "search_path",
+            "env.py changes search_path, so the version table may live elsewhere",
+        ),
+        (
+            "schema_translate_map",
+            "env.py uses schema_translate_map, which can move the version table",
+        ),
     ];
     match doubts.iter().find(|(needle, _)| text.contains(needle)) {
         Some((_, why)) => Err((*why).to_owned()),
@@ -478,7 +538,8 @@ fn split_version_locations(
     let older = split_locations(raw, version_path_separator)?;
     if newer != older {
         return Err(
-            "version_locations splits differently under path_separator and version_path_separator".to_owned(),
+            "version_locations splits differently under path_separator and version_path_separator"
+                .to_owned(),
         );
     }
     Ok(newer)
@@ -493,7 +554,11 @@ fn split_locations(raw: &str, separator: Option<&str>) -> Result<Vec<String>, St
                 "newline" => '\n',
                 "os" | ":" => ':',
                 ";" => ';',
-                other => return Err(format!("path separator {other:?} is not one Alembic accepts")),
+                other => {
+                    return Err(format!(
+                        "path separator {other:?} is not one Alembic accepts"
+                    ));
+                }
             };
             raw.split(ch).filter(|p| !p.is_empty()).collect()
         }
@@ -545,7 +610,9 @@ fn walk(dir: &Path, recursive: bool, out: &mut Vec<PathBuf>) -> Result<(), Strin
     for entry in entries {
         let entry = entry.map_err(|e| format!("cannot list {shown}: {e}"))?;
         let path = entry.path();
-        let kind = entry.file_type().map_err(|e| format!("cannot stat {}: {e}", path.display()))?;
+        let kind = entry
+            .file_type()
+            .map_err(|e| format!("cannot stat {}: {e}", path.display()))?;
         if kind.is_dir() {
             if recursive {
                 subdirs.push(path);
@@ -588,7 +655,10 @@ fn read_revisions(files: &[PathBuf]) -> Result<Vec<RevisionInfo>, String> {
         if name.starts_with(".#") || name.starts_with("__init__") {
             continue;
         }
-        if let Some(stem) = name.strip_suffix(".pyc").or_else(|| name.strip_suffix(".pyo")) {
+        if let Some(stem) = name
+            .strip_suffix(".pyc")
+            .or_else(|| name.strip_suffix(".pyo"))
+        {
             if !real.with_file_name(format!("{stem}.py")).exists() {
                 return Err(format!("{shown} is compiled Python without its .py source"));
             }
@@ -638,7 +708,10 @@ impl Ini {
     /// continuation lines, lower-cased option names.
     fn parse(text: &str, here: &str) -> Result<Self, String> {
         if text.starts_with('\u{feff}') {
-            return Err("starts with a byte-order mark (ConfigParser would not find the first section)".to_owned());
+            return Err(
+                "starts with a byte-order mark (ConfigParser would not find the first section)"
+                    .to_owned(),
+            );
         }
         let text = text.replace("\r\n", "\n").replace('\r', "\n");
         let mut raw: HashMap<String, HashMap<String, Vec<String>>> = HashMap::new();
@@ -686,17 +759,23 @@ impl Ini {
                 return Err(format!("line {lineno}: option before any [section]"));
             };
             let Some(at) = stripped.find(['=', ':']) else {
-                return Err(format!("line {lineno}: neither a section, an option nor a comment"));
+                return Err(format!(
+                    "line {lineno}: neither a section, an option nor a comment"
+                ));
             };
             let name = stripped[..at].trim_end_matches(py_space).to_lowercase();
             if name.is_empty() {
                 return Err(format!("line {lineno}: option with an empty name"));
             }
             if !seen_options.insert((current.clone(), name.clone())) {
-                return Err(format!("line {lineno}: option `{name}` appears twice in [{current}]"));
+                return Err(format!(
+                    "line {lineno}: option `{name}` appears twice in [{current}]"
+                ));
             }
             let value = stripped[at + 1..].trim_matches(py_space).to_owned();
-            raw.entry(current.clone()).or_default().insert(name.clone(), vec![value]);
+            raw.entry(current.clone())
+                .or_default()
+                .insert(name.clone(), vec![value]);
             option = Some(name);
         }
         let sections = raw
@@ -734,7 +813,13 @@ impl Ini {
         Ok(Some(out))
     }
 
-    fn interpolate(&self, section: &str, value: &str, out: &mut String, depth: usize) -> Result<(), String> {
+    fn interpolate(
+        &self,
+        section: &str,
+        value: &str,
+        out: &mut String,
+        depth: usize,
+    ) -> Result<(), String> {
         if depth > MAX_INTERPOLATION_DEPTH {
             return Err("interpolation nests too deeply".to_owned());
         }
@@ -791,7 +876,16 @@ pub struct RevisionInfo {
 const TARGETS: [&str; 3] = ["revision", "down_revision", "depends_on"];
 
 /// Names that can change module attributes behind our back when used at module level.
-const DYNAMIC_NAMES: [&str; 8] = ["globals", "locals", "vars", "exec", "eval", "setattr", "delattr", "__getattr__"];
+const DYNAMIC_NAMES: [&str; 8] = [
+    "globals",
+    "locals",
+    "vars",
+    "exec",
+    "eval",
+    "setattr",
+    "delattr",
+    "__getattr__",
+];
 
 /// Parse a revision file conservatively, without running it.
 ///
@@ -824,7 +918,10 @@ pub fn parse_revision_file(text: &str) -> Result<Option<RevisionInfo>, String> {
         }
         if let Some(function) = def_name(&line.toks) {
             if line.indent == 0 && function == "__getattr__" {
-                return Err(format!("line {}: module-level __getattr__ can invent attributes", line.lineno));
+                return Err(format!(
+                    "line {}: module-level __getattr__ can invent attributes",
+                    line.lineno
+                ));
             }
             check_global(line)?;
             def_indent = Some(line.indent);
@@ -833,7 +930,10 @@ pub fn parse_revision_file(text: &str) -> Result<Option<RevisionInfo>, String> {
         if line.indent == 0 {
             if let Some((name, value)) = assignment(line)? {
                 if values.insert(name, value).is_some() {
-                    return Err(format!("line {}: `{name}` is assigned more than once", line.lineno));
+                    return Err(format!(
+                        "line {}: `{name}` is assigned more than once",
+                        line.lineno
+                    ));
                 }
                 continue;
             }
@@ -848,7 +948,11 @@ pub fn parse_revision_file(text: &str) -> Result<Option<RevisionInfo>, String> {
         return Err("`revision` is not a string".to_owned());
     };
     let mut down_revisions = match values.remove("down_revision") {
-        None => return Err("no module-level `down_revision` assignment (Alembic requires one)".to_owned()),
+        None => {
+            return Err(
+                "no module-level `down_revision` assignment (Alembic requires one)".to_owned(),
+            );
+        }
         Some(Value::None) => Vec::new(),
         Some(Value::Str(s)) => vec![s],
         Some(Value::Seq(items)) => items,
@@ -862,7 +966,10 @@ pub fn parse_revision_file(text: &str) -> Result<Option<RevisionInfo>, String> {
     for d in &down_revisions {
         check_rev_id(d)?;
     }
-    Ok(Some(RevisionInfo { revision, down_revisions }))
+    Ok(Some(RevisionInfo {
+        revision,
+        down_revisions,
+    }))
 }
 
 /// A literal value we accept.
@@ -886,9 +993,8 @@ fn assignment(line: &LogicalLine) -> Result<Option<(&'static str, Value)>, Strin
     let at = |msg: String| format!("line {}: `{name}` {msg}", line.lineno);
     let eq = match toks.get(1) {
         Some(Tok::Op("=")) => 1,
-        Some(Tok::Op(":")) => {
-            depth0_position(toks, 2, "=").ok_or_else(|| at("is annotated but not assigned".to_owned()))?
-        }
+        Some(Tok::Op(":")) => depth0_position(toks, 2, "=")
+            .ok_or_else(|| at("is annotated but not assigned".to_owned()))?,
         _ => return Ok(None),
     };
     if toks.contains(&Tok::Op(";")) {
@@ -981,7 +1087,9 @@ fn plain_string(s: &PyStr) -> Result<String, String> {
 /// not containing what Alembic forbids (`@`, `-`, `+`), and not a symbolic name.
 fn check_rev_id(id: &str) -> Result<(), String> {
     let ok = !id.is_empty()
-        && id.chars().all(|c| c.is_ascii_graphic() && !matches!(c, '@' | '-' | '+'))
+        && id
+            .chars()
+            .all(|c| c.is_ascii_graphic() && !matches!(c, '@' | '-' | '+'))
         && !matches!(id, "head" | "heads" | "base");
     if ok {
         Ok(())
@@ -994,7 +1102,9 @@ fn check_rev_id(id: &str) -> Result<(), String> {
 fn def_name(toks: &[Tok]) -> Option<&str> {
     match toks {
         [Tok::Name(d), Tok::Name(f), ..] if d == "def" => Some(f.as_str()),
-        [Tok::Name(a), Tok::Name(d), Tok::Name(f), ..] if a == "async" && d == "def" => Some(f.as_str()),
+        [Tok::Name(a), Tok::Name(d), Tok::Name(f), ..] if a == "async" && d == "def" => {
+            Some(f.as_str())
+        }
         _ => None,
     }
 }
@@ -1012,7 +1122,10 @@ fn check_global(line: &LogicalLine) -> Result<(), String> {
     let mut names = bare_names(&line.toks);
     let declares = bare_names(&line.toks).any(|n| n == "global" || n == "nonlocal");
     if declares && names.any(|n| TARGETS.contains(&n)) {
-        return Err(format!("line {}: a function declares a revision variable global", line.lineno));
+        return Err(format!(
+            "line {}: a function declares a revision variable global",
+            line.lineno
+        ));
     }
     Ok(())
 }
@@ -1022,21 +1135,30 @@ fn check_module_level(line: &LogicalLine) -> Result<(), String> {
     let lineno = line.lineno;
     for n in bare_names(&line.toks) {
         if TARGETS.contains(&n) {
-            return Err(format!("line {lineno}: `{n}` is used in module-level code other than a plain assignment"));
+            return Err(format!(
+                "line {lineno}: `{n}` is used in module-level code other than a plain assignment"
+            ));
         }
         if DYNAMIC_NAMES.contains(&n) {
-            return Err(format!("line {lineno}: module-level `{n}` could change the module's variables"));
+            return Err(format!(
+                "line {lineno}: module-level `{n}` could change the module's variables"
+            ));
         }
     }
     for w in line.toks.windows(3) {
         let star_import = matches!(&w[..2], [Tok::Name(i), Tok::Op("*")] if i == "import");
-        let sys_modules = matches!(w, [Tok::Name(s), Tok::Op("."), Tok::Name(m)] if s == "sys" && m == "modules");
+        let sys_modules =
+            matches!(w, [Tok::Name(s), Tok::Op("."), Tok::Name(m)] if s == "sys" && m == "modules");
         if star_import || sys_modules {
-            return Err(format!("line {lineno}: module-level code could change the module's variables"));
+            return Err(format!(
+                "line {lineno}: module-level code could change the module's variables"
+            ));
         }
     }
     if matches!(line.toks.as_slice(), [.., Tok::Name(i), Tok::Op("*")] if i == "import") {
-        return Err(format!("line {lineno}: `import *` could define revision variables"));
+        return Err(format!(
+            "line {lineno}: `import *` could define revision variables"
+        ));
     }
     Ok(())
 }
@@ -1068,9 +1190,9 @@ struct LogicalLine {
 }
 
 const OPS: [&str; 47] = [
-    "**=", "//=", ">>=", "<<=", "...", "==", "!=", "<=", ">=", "+=", "-=", "*=", "/=", "%=", "&=", "|=", "^=",
-    "@=", "->", ":=", "**", "//", "<<", ">>", "(", ")", "[", "]", "{", "}", "+", "-", "*", "/", "%", "&", "|",
-    "^", "~", "<", ">", "=", ".", ",", ":", ";", "@",
+    "**=", "//=", ">>=", "<<=", "...", "==", "!=", "<=", ">=", "+=", "-=", "*=", "/=", "%=", "&=",
+    "|=", "^=", "@=", "->", ":=", "**", "//", "<<", ">>", "(", ")", "[", "]", "{", "}", "+", "-",
+    "*", "/", "%", "&", "|", "^", "~", "<", ">", "=", ".", ",", ":", ";", "@",
 ];
 
 fn is_ident_start(c: char) -> bool {
@@ -1097,7 +1219,11 @@ struct Lexer {
 /// Split Python source into logical lines of tokens, skipping comments and whole string
 /// literals (including triple-quoted and nested f-strings).
 fn tokenize(src: &str) -> Result<Vec<LogicalLine>, String> {
-    let mut lx = Lexer { s: src.chars().collect(), i: 0, line: 1 };
+    let mut lx = Lexer {
+        s: src.chars().collect(),
+        i: 0,
+        line: 1,
+    };
     let mut lines = Vec::new();
     let mut toks = Vec::new();
     let mut depth = 0usize;
@@ -1120,7 +1246,11 @@ fn tokenize(src: &str) -> Result<Vec<LogicalLine>, String> {
                 lx.bump();
                 line_start = true;
                 if depth == 0 && !toks.is_empty() {
-                    lines.push(LogicalLine { indent, lineno, toks: std::mem::take(&mut toks) });
+                    lines.push(LogicalLine {
+                        indent,
+                        lineno,
+                        toks: std::mem::take(&mut toks),
+                    });
                 }
             }
             '#' => {
@@ -1143,7 +1273,9 @@ fn tokenize(src: &str) -> Result<Vec<LogicalLine>, String> {
                     toks.push(Tok::Name(name));
                 }
             }
-            c if c.is_ascii_digit() || (c == '.' && lx.peek_at(1).is_some_and(|d| d.is_ascii_digit())) => {
+            c if c.is_ascii_digit()
+                || (c == '.' && lx.peek_at(1).is_some_and(|d| d.is_ascii_digit())) =>
+            {
                 while lx.peek().is_some_and(|c| is_ident_continue(c) || c == '.') {
                     lx.bump();
                 }
@@ -1154,7 +1286,9 @@ fn tokenize(src: &str) -> Result<Vec<LogicalLine>, String> {
                 match op {
                     "(" | "[" | "{" => depth += 1,
                     ")" | "]" | "}" => {
-                        depth = depth.checked_sub(1).ok_or_else(|| format!("line {}: unbalanced `{op}`", lx.line))?;
+                        depth = depth
+                            .checked_sub(1)
+                            .ok_or_else(|| format!("line {}: unbalanced `{op}`", lx.line))?;
                     }
                     _ => {}
                 }
@@ -1166,7 +1300,11 @@ fn tokenize(src: &str) -> Result<Vec<LogicalLine>, String> {
         return Err("unclosed bracket at end of file".to_owned());
     }
     if !toks.is_empty() {
-        lines.push(LogicalLine { indent, lineno, toks });
+        lines.push(LogicalLine {
+            indent,
+            lineno,
+            toks,
+        });
     }
     check_indentation(&lines)?;
     Ok(lines)
@@ -1193,7 +1331,10 @@ fn check_indentation(lines: &[LogicalLine]) -> Result<(), String> {
                 levels.pop();
             }
             if levels.last() != Some(&line.indent) {
-                return Err(format!("line {}: unindent does not match any outer level", line.lineno));
+                return Err(format!(
+                    "line {}: unindent does not match any outer level",
+                    line.lineno
+                ));
             }
         }
         opens_block = line.toks.last() == Some(&Tok::Op(":"));
@@ -1252,12 +1393,19 @@ impl Lexer {
 
     fn operator(&mut self) -> Result<&'static str, String> {
         for op in OPS {
-            if op.chars().enumerate().all(|(k, oc)| self.peek_at(k) == Some(oc)) {
+            if op
+                .chars()
+                .enumerate()
+                .all(|(k, oc)| self.peek_at(k) == Some(oc))
+            {
                 self.i += op.len();
                 return Ok(op);
             }
         }
-        self.err(&format!("unexpected character {:?}", self.peek().unwrap_or(' ')))
+        self.err(&format!(
+            "unexpected character {:?}",
+            self.peek().unwrap_or(' ')
+        ))
     }
 
     /// A string literal starting at the opening quote; `prefix` already consumed.
@@ -1289,7 +1437,9 @@ impl Lexer {
                         }
                     }
                 }
-                '\n' if !triple => return Err(format!("line {start}: newline inside a one-line string")),
+                '\n' if !triple => {
+                    return Err(format!("line {start}: newline inside a one-line string"));
+                }
                 c if c == q => {
                     if !triple {
                         break;
@@ -1319,7 +1469,11 @@ impl Lexer {
                 _ => body.push(c),
             }
         }
-        Ok(PyStr { prefix, triple, body })
+        Ok(PyStr {
+            prefix,
+            triple,
+            body,
+        })
     }
 
     /// An f-string replacement field after its `{`, up to and including the matching `}`
@@ -1346,7 +1500,9 @@ impl Lexer {
                 }
                 ')' | ']' => {
                     self.bump();
-                    depth = depth.checked_sub(1).ok_or_else(|| format!("line {}: unbalanced f-string", self.line))?;
+                    depth = depth
+                        .checked_sub(1)
+                        .ok_or_else(|| format!("line {}: unbalanced f-string", self.line))?;
                 }
                 '}' => {
                     self.bump();
@@ -1406,7 +1562,10 @@ pub fn heads(revs: &[RevisionInfo]) -> Result<Script, String> {
     for r in revs {
         check_rev_id(&r.revision)?;
         if downs.insert(&r.revision, &r.down_revisions).is_some() {
-            return Err(format!("revision {} is defined by more than one file", r.revision));
+            return Err(format!(
+                "revision {} is defined by more than one file",
+                r.revision
+            ));
         }
     }
     // Number of revisions naming each revision as a down_revision.
@@ -1415,7 +1574,10 @@ pub fn heads(revs: &[RevisionInfo]) -> Result<Script, String> {
         for d in &r.down_revisions {
             check_rev_id(d)?;
             let Some(count) = children.get_mut(d.as_str()) else {
-                return Err(format!("revision {} revises {d}, which no revision file defines", r.revision));
+                return Err(format!(
+                    "revision {} revises {d}, which no revision file defines",
+                    r.revision
+                ));
             };
             *count += 1;
         }
@@ -1489,7 +1651,8 @@ mod tests {
         fn new(tag: &str) -> Self {
             static COUNTER: AtomicUsize = AtomicUsize::new(0);
             let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-            let dir = std::env::temp_dir().join(format!("pgboot-alembic-{}-{tag}-{n}", std::process::id()));
+            let dir = std::env::temp_dir()
+                .join(format!("pgboot-alembic-{}-{tag}-{n}", std::process::id()));
             let _ = fs::remove_dir_all(&dir);
             fs::create_dir_all(&dir).unwrap();
             TempDir(dir)
@@ -1519,7 +1682,9 @@ mod tests {
     const GENERIC_ENV_PY: &str = "from alembic import context\nconfig = context.config\n\ndef run_migrations_online():\n    context.configure(connection=None, target_metadata=None)\n";
 
     fn rev_file(revision: &str, down: &str) -> String {
-        format!("\"\"\"msg\n\nRevision ID: {revision}\nRevises: zzz\n\"\"\"\nrevision = '{revision}'\ndown_revision = {down}\nbranch_labels = None\ndepends_on = None\n\ndef upgrade():\n    pass\n")
+        format!(
+            "\"\"\"msg\n\nRevision ID: {revision}\nRevises: zzz\n\"\"\"\nrevision = '{revision}'\ndown_revision = {down}\nbranch_labels = None\ndepends_on = None\n\ndef upgrade():\n    pass\n"
+        )
     }
 
     /// alembic.ini + env.py + the given version files under `migrations/`.
@@ -1582,7 +1747,10 @@ def downgrade() -> None:
     #[test]
     fn parse_modern_first_revision_with_sequence_union() {
         let text = MODERN
-            .replace("Union[str, None] = '3f2a9c0d1b4e'", "Union[str, Sequence[str], None] = None")
+            .replace(
+                "Union[str, None] = '3f2a9c0d1b4e'",
+                "Union[str, Sequence[str], None] = None",
+            )
             .replace("Revises: 3f2a9c0d1b4e", "Revises: ");
         assert_eq!(parsed(&text), info("1975ea83b712", &[]));
     }
@@ -1611,7 +1779,8 @@ def downgrade() -> None:
     fn parse_odd_formatting() {
         let text = "revision='abc'  # the id\ndown_revision=(  # merge\n    'x1',\n    \"y2\",   # second parent\n)\ndepends_on=None\n";
         assert_eq!(parsed(text), info("abc", &["x1", "y2"]));
-        let text = "revision : str='abc'\ndown_revision: str | Sequence[str] | None = [\"a\",\"b\"]\n";
+        let text =
+            "revision : str='abc'\ndown_revision: str | Sequence[str] | None = [\"a\",\"b\"]\n";
         assert_eq!(parsed(text), info("abc", &["a", "b"]));
         let text = "revision = u\"abc\"\ndown_revision = ('p',)\n";
         assert_eq!(parsed(text), info("abc", &["p"]));
@@ -1648,30 +1817,54 @@ class Helper:
 
     #[test]
     fn parse_without_revision_is_none() {
-        assert_eq!(parse_revision_file("import os\n\ndef helper():\n    return 1\n").unwrap(), None);
+        assert_eq!(
+            parse_revision_file("import os\n\ndef helper():\n    return 1\n").unwrap(),
+            None
+        );
         assert_eq!(parse_revision_file("").unwrap(), None);
     }
 
     #[test]
     fn parse_rejects_non_literal_values() {
-        assert!(rejected("REV = 'a'\nrevision = REV\ndown_revision = None\n").contains("not a plain string"));
+        assert!(
+            rejected("REV = 'a'\nrevision = REV\ndown_revision = None\n")
+                .contains("not a plain string")
+        );
         assert!(rejected("revision = f'a{1}'\ndown_revision = None\n").contains("f-string"));
-        assert!(rejected("revision = 'a' + 'b'\ndown_revision = None\n").contains("not a plain string"));
-        assert!(rejected("revision = 'a' 'b'\ndown_revision = None\n").contains("not a plain string"));
+        assert!(
+            rejected("revision = 'a' + 'b'\ndown_revision = None\n").contains("not a plain string")
+        );
+        assert!(
+            rejected("revision = 'a' 'b'\ndown_revision = None\n").contains("not a plain string")
+        );
         assert!(rejected("revision = '''a'''\ndown_revision = None\n").contains("triple-quoted"));
         assert!(rejected("revision = b'a'\ndown_revision = None\n").contains("byte string"));
-        assert!(rejected("revision = str('a')\ndown_revision = None\n").contains("not a plain string"));
+        assert!(
+            rejected("revision = str('a')\ndown_revision = None\n").contains("not a plain string")
+        );
         assert!(rejected("revision = 'a\\x41'\ndown_revision = None\n").contains("escapes"));
-        assert!(rejected("revision = 'a'\ndown_revision = ('a', None)\n").contains("not a plain string"));
-        assert!(rejected("revision = 'a'\ndown_revision = revision\n").contains("another revision variable"));
+        assert!(
+            rejected("revision = 'a'\ndown_revision = ('a', None)\n")
+                .contains("not a plain string")
+        );
+        assert!(
+            rejected("revision = 'a'\ndown_revision = revision\n")
+                .contains("another revision variable")
+        );
         assert!(rejected("revision = None\ndown_revision = None\n").contains("not a string"));
-        assert!(rejected("revision: str\ndown_revision = None\n").contains("annotated but not assigned"));
+        assert!(
+            rejected("revision: str\ndown_revision = None\n")
+                .contains("annotated but not assigned")
+        );
         assert!(rejected("revision = down_revision = 'a'\n").contains("revision"));
     }
 
     #[test]
     fn parse_rejects_duplicate_assignment() {
-        assert!(rejected("revision = 'a'\ndown_revision = None\nrevision = 'b'\n").contains("more than once"));
+        assert!(
+            rejected("revision = 'a'\ndown_revision = None\nrevision = 'b'\n")
+                .contains("more than once")
+        );
     }
 
     #[test]
@@ -1681,7 +1874,10 @@ class Helper:
             "depends_on: Union[str, Sequence[str], None] = 'other'",
         );
         assert!(rejected(&text).contains("depends_on"));
-        assert!(rejected("revision = 'a'\ndown_revision = None\ndepends_on = ('x',)\n").contains("depends_on"));
+        assert!(
+            rejected("revision = 'a'\ndown_revision = None\ndepends_on = ('x',)\n")
+                .contains("depends_on")
+        );
     }
 
     #[test]
@@ -1715,10 +1911,20 @@ class Helper:
 
     #[test]
     fn parse_rejects_files_python_could_not_import() {
-        assert!(rejected("revision = 'a'\n    down_revision = None\n").contains("unexpected indent"));
-        assert!(rejected("revision = 'a'\ndown_revision = None\ndef f():\nx = 1\n").contains("indented block"));
-        assert!(rejected("revision = 'a'\ndown_revision = None\nif x:\n        a = 1\n    b = 2\n").contains("unindent"));
-        assert!(rejected("revision = 'a'\ndown_revision = None\nclass C:\n").contains("indented block"));
+        assert!(
+            rejected("revision = 'a'\n    down_revision = None\n").contains("unexpected indent")
+        );
+        assert!(
+            rejected("revision = 'a'\ndown_revision = None\ndef f():\nx = 1\n")
+                .contains("indented block")
+        );
+        assert!(
+            rejected("revision = 'a'\ndown_revision = None\nif x:\n        a = 1\n    b = 2\n")
+                .contains("unindent")
+        );
+        assert!(
+            rejected("revision = 'a'\ndown_revision = None\nclass C:\n").contains("indented block")
+        );
         let ok = "revision = 'a'\ndown_revision = None\nclass C:\n    def m(self):\n\n        # c\n        return 1\n\n    x = 2\ny = 3\n";
         assert_eq!(parsed(ok), info("a", &[]));
     }
@@ -1741,10 +1947,22 @@ class Helper:
 
     #[test]
     fn heads_of_diamond_and_merge() {
-        let revs = [info("a", &[]), info("b", &["a"]), info("c", &["a"]), info("d", &["b", "c"])];
+        let revs = [
+            info("a", &[]),
+            info("b", &["a"]),
+            info("c", &["a"]),
+            info("d", &["b", "c"]),
+        ];
         assert_eq!(heads(&revs).unwrap().heads, set(&["d"]));
-        let merged = parse_revision_file("revision = 'd'\ndown_revision = ('b', 'c')\n").unwrap().unwrap();
-        assert_eq!(heads(&[revs[0].clone(), revs[1].clone(), revs[2].clone(), merged]).unwrap().heads, set(&["d"]));
+        let merged = parse_revision_file("revision = 'd'\ndown_revision = ('b', 'c')\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            heads(&[revs[0].clone(), revs[1].clone(), revs[2].clone(), merged])
+                .unwrap()
+                .heads,
+            set(&["d"])
+        );
     }
 
     #[test]
@@ -1757,9 +1975,21 @@ class Helper:
 
     #[test]
     fn heads_rejects_missing_target_duplicates_cycles_and_nothing() {
-        assert!(heads(&[info("b", &["a"])]).unwrap_err().contains("no revision file defines"));
-        assert!(heads(&[info("a", &[]), info("a", &[])]).unwrap_err().contains("more than one file"));
-        assert!(heads(&[info("a", &["b"]), info("b", &["a"]), info("c", &["a"])]).unwrap_err().contains("cycle"));
+        assert!(
+            heads(&[info("b", &["a"])])
+                .unwrap_err()
+                .contains("no revision file defines")
+        );
+        assert!(
+            heads(&[info("a", &[]), info("a", &[])])
+                .unwrap_err()
+                .contains("more than one file")
+        );
+        assert!(
+            heads(&[info("a", &["b"]), info("b", &["a"]), info("c", &["a"])])
+                .unwrap_err()
+                .contains("cycle")
+        );
         assert!(heads(&[info("a", &["a"])]).unwrap_err().contains("cycle"));
         assert!(heads(&[]).unwrap_err().contains("no revision"));
     }
@@ -1777,36 +2007,78 @@ class Helper:
                 cwd: PathBuf::from("/app"),
             }
         );
-        assert!(rec("/opt/venv/bin/alembic -q --raiseerr upgrade heads").unwrap().is_some());
+        assert!(
+            rec("/opt/venv/bin/alembic -q --raiseerr upgrade heads")
+                .unwrap()
+                .is_some()
+        );
     }
 
     #[test]
     fn recognise_python_module() {
-        assert_eq!(rec("python -m alembic upgrade head").unwrap().unwrap().config, PathBuf::from("/app/alembic.ini"));
+        assert_eq!(
+            rec("python -m alembic upgrade head")
+                .unwrap()
+                .unwrap()
+                .config,
+            PathBuf::from("/app/alembic.ini")
+        );
         assert!(rec("python3 -malembic upgrade head").unwrap().is_some());
-        assert!(rec("python3 -u -B -O -E -s -I -X utf8 -m alembic upgrade head").unwrap().is_some());
+        assert!(
+            rec("python3 -u -B -O -E -s -I -X utf8 -m alembic upgrade head")
+                .unwrap()
+                .is_some()
+        );
         assert!(rec("python3 -uBm alembic upgrade head").unwrap().is_some());
-        let inv = rec("/opt/venv/bin/python3 -m alembic -c conf/alembic.ini upgrade heads").unwrap().unwrap();
+        let inv = rec("/opt/venv/bin/python3 -m alembic -c conf/alembic.ini upgrade heads")
+            .unwrap()
+            .unwrap();
         assert_eq!(inv.config, PathBuf::from("/app/conf/alembic.ini"));
-        let inv = rec("python3.12 -u -m alembic --config=x.ini upgrade head").unwrap().unwrap();
+        let inv = rec("python3.12 -u -m alembic --config=x.ini upgrade head")
+            .unwrap()
+            .unwrap();
         assert_eq!(inv.config, PathBuf::from("/app/x.ini"));
-        let inv = rec("python3.13t -m alembic -c/etc/a.ini -n tenant upgrade head").unwrap().unwrap();
-        assert_eq!((inv.config, inv.section.as_str()), (PathBuf::from("/etc/a.ini"), "tenant"));
-        assert_eq!(rec("alembic --name=other upgrade head").unwrap().unwrap().section, "other");
+        let inv = rec("python3.13t -m alembic -c/etc/a.ini -n tenant upgrade head")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (inv.config, inv.section.as_str()),
+            (PathBuf::from("/etc/a.ini"), "tenant")
+        );
+        assert_eq!(
+            rec("alembic --name=other upgrade head")
+                .unwrap()
+                .unwrap()
+                .section,
+            "other"
+        );
     }
 
     #[test]
     fn recognise_alembic_config_env() {
         let args = argv("alembic upgrade head");
-        let inv = recognise(&args, Path::new("/app"), Some("deploy/alembic.ini")).unwrap().unwrap();
+        let inv = recognise(&args, Path::new("/app"), Some("deploy/alembic.ini"))
+            .unwrap()
+            .unwrap();
         assert_eq!(inv.config, PathBuf::from("/app/deploy/alembic.ini"));
-        let inv = recognise(&args, Path::new("/app"), Some("/etc/alembic.ini")).unwrap().unwrap();
+        let inv = recognise(&args, Path::new("/app"), Some("/etc/alembic.ini"))
+            .unwrap()
+            .unwrap();
         assert_eq!(inv.config, PathBuf::from("/etc/alembic.ini"));
         let args = argv("alembic -c mine.ini upgrade head");
-        let inv = recognise(&args, Path::new("/app"), Some("/etc/alembic.ini")).unwrap().unwrap();
+        let inv = recognise(&args, Path::new("/app"), Some("/etc/alembic.ini"))
+            .unwrap()
+            .unwrap();
         assert_eq!(inv.config, PathBuf::from("/app/mine.ini"));
         assert!(recognise(&argv("alembic upgrade head"), Path::new("/app"), Some("")).is_err());
-        assert!(recognise(&argv("alembic upgrade head"), Path::new("/app"), Some("/app/pyproject.toml")).is_err());
+        assert!(
+            recognise(
+                &argv("alembic upgrade head"),
+                Path::new("/app"),
+                Some("/app/pyproject.toml")
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -1848,7 +2120,10 @@ class Helper:
             ("alembic -c", "no value"),
             ("python -m alembic.config upgrade head", "entry point"),
             ("python -W error -m alembic upgrade head", "-W"),
-            ("python /opt/venv/bin/alembic upgrade head", "console script"),
+            (
+                "python /opt/venv/bin/alembic upgrade head",
+                "console script",
+            ),
         ] {
             let err = rec(cmd).unwrap_err();
             assert!(err.contains(why), "{cmd}: {err}");
@@ -1862,16 +2137,42 @@ class Helper:
     fn ini_follows_configparser() {
         let text = "# comment\n[DEFAULT]\nbase = /srv\n\n[alembic]\nScript_Location: %(base)s/m\nversion_locations =\n    %(here)s/a\n\n    # a comment inside\n    %(here)s/b\npct = 100%%\ninline = x # not a comment\n; another comment\n[other]\nk = v\n";
         let ini = Ini::parse(text, "/cfg").unwrap();
-        assert!(ini.has_section("alembic") && ini.has_section("other") && !ini.has_section("DEFAULT"));
-        assert_eq!(ini.get("alembic", "script_location").unwrap().as_deref(), Some("/srv/m"));
-        assert_eq!(ini.get("alembic", "version_locations").unwrap().as_deref(), Some("\n/cfg/a\n\n/cfg/b"));
+        assert!(
+            ini.has_section("alembic") && ini.has_section("other") && !ini.has_section("DEFAULT")
+        );
+        assert_eq!(
+            ini.get("alembic", "script_location").unwrap().as_deref(),
+            Some("/srv/m")
+        );
+        assert_eq!(
+            ini.get("alembic", "version_locations").unwrap().as_deref(),
+            Some("\n/cfg/a\n\n/cfg/b")
+        );
         assert_eq!(ini.get("alembic", "pct").unwrap().as_deref(), Some("100%"));
-        assert_eq!(ini.get("alembic", "inline").unwrap().as_deref(), Some("x # not a comment"));
+        assert_eq!(
+            ini.get("alembic", "inline").unwrap().as_deref(),
+            Some("x # not a comment")
+        );
         assert_eq!(ini.get("other", "base").unwrap().as_deref(), Some("/srv"));
         assert_eq!(ini.get("other", "missing").unwrap(), None);
-        assert!(Ini::parse("[a]\nk = %(nope)s\n", "/").unwrap().get("a", "k").is_err());
-        assert!(Ini::parse("[a]\nk = 5%\n", "/").unwrap().get("a", "k").is_err());
-        assert!(Ini::parse("[a]\nk = %(k)s\n", "/").unwrap().get("a", "k").is_err());
+        assert!(
+            Ini::parse("[a]\nk = %(nope)s\n", "/")
+                .unwrap()
+                .get("a", "k")
+                .is_err()
+        );
+        assert!(
+            Ini::parse("[a]\nk = 5%\n", "/")
+                .unwrap()
+                .get("a", "k")
+                .is_err()
+        );
+        assert!(
+            Ini::parse("[a]\nk = %(k)s\n", "/")
+                .unwrap()
+                .get("a", "k")
+                .is_err()
+        );
         assert!(Ini::parse("[a]\nk = 1\nK = 2\n", "/").is_err());
         assert!(Ini::parse("[a]\n[a]\n", "/").is_err());
         assert!(Ini::parse("k = 1\n[a]\n", "/").is_err());
@@ -1885,7 +2186,10 @@ class Helper:
         assert_eq!(split("a:b", None, Some("os")).unwrap(), ["a", "b"]);
         assert_eq!(split("a:b", Some(":"), Some("os")).unwrap(), ["a", "b"]);
         assert_eq!(split("a;b", Some(";"), Some(";")).unwrap(), ["a", "b"]);
-        assert_eq!(split("\na\nb", Some("newline"), Some("newline")).unwrap(), ["a", "b"]);
+        assert_eq!(
+            split("\na\nb", Some("newline"), Some("newline")).unwrap(),
+            ["a", "b"]
+        );
         // Older Alembic ignores path_separator and would split on spaces/commas instead.
         assert!(split("a:b", Some("os"), None).is_err());
         assert!(split("a b", Some("space"), None).is_ok());
@@ -1896,13 +2200,25 @@ class Helper:
 
     #[test]
     fn toml_detection() {
-        assert!(!toml_configures_alembic("[project]\nname = \"x\"\ndependencies = [\"alembic>=1.13\"]\n# [tool.alembic]\n"));
-        assert!(!toml_configures_alembic("[tool.poetry.dependencies]\nalembic = \"^1.13\"\n"));
-        assert!(toml_configures_alembic("[tool.alembic]\nscript_location = \"m\"\n"));
+        assert!(!toml_configures_alembic(
+            "[project]\nname = \"x\"\ndependencies = [\"alembic>=1.13\"]\n# [tool.alembic]\n"
+        ));
+        assert!(!toml_configures_alembic(
+            "[tool.poetry.dependencies]\nalembic = \"^1.13\"\n"
+        ));
+        assert!(toml_configures_alembic(
+            "[tool.alembic]\nscript_location = \"m\"\n"
+        ));
         assert!(toml_configures_alembic("[ tool . \"alembic\" ]\n"));
-        assert!(toml_configures_alembic("[[tool.alembic.post_write_hooks]]\nname = \"x\"\n"));
-        assert!(toml_configures_alembic("[tool]\nalembic = { script_location = \"m\" }\n"));
-        assert!(toml_configures_alembic("tool.alembic.script_location = \"m\"\n"));
+        assert!(toml_configures_alembic(
+            "[[tool.alembic.post_write_hooks]]\nname = \"x\"\n"
+        ));
+        assert!(toml_configures_alembic(
+            "[tool]\nalembic = { script_location = \"m\" }\n"
+        ));
+        assert!(toml_configures_alembic(
+            "tool.alembic.script_location = \"m\"\n"
+        ));
     }
 
     // ── load ──
@@ -1915,7 +2231,10 @@ class Helper:
             &[
                 ("001_init.py", rev_file("aaa111", "None")),
                 ("002_users.py", rev_file("bbb222", "'aaa111'")),
-                ("003_modern.py", MODERN.replace("'3f2a9c0d1b4e'", "'bbb222'")),
+                (
+                    "003_modern.py",
+                    MODERN.replace("'3f2a9c0d1b4e'", "'bbb222'"),
+                ),
                 ("__init__.py", String::new()),
                 ("notes.txt", "revision = 'nope'".to_owned()),
                 ("__pycache__/001_init.cpython-312.pyc", "junk".to_owned()),
@@ -1939,7 +2258,10 @@ class Helper:
             cwd: t.0.clone(),
         };
         assert_eq!(load(&inv).unwrap().heads, set(&["aaa111"]));
-        let inv = Invocation { section: "alembic".to_owned(), ..inv };
+        let inv = Invocation {
+            section: "alembic".to_owned(),
+            ..inv
+        };
         assert!(load(&inv).unwrap_err().contains("no [alembic] section"));
     }
 
@@ -1961,14 +2283,24 @@ class Helper:
     fn load_recursive_version_locations() {
         let versions = [("a.py", rev_file("aaa111", "None"))];
         let t = project("recursive", "recursive_version_locations = true", &versions);
-        t.write("migrations/versions/2024/b.py", &rev_file("bbb222", "'aaa111'"));
+        t.write(
+            "migrations/versions/2024/b.py",
+            &rev_file("bbb222", "'aaa111'"),
+        );
         assert_eq!(load(&t.invocation()).unwrap().heads, set(&["bbb222"]));
 
         let t = project("flat", "recursive_version_locations = false", &versions);
-        t.write("migrations/versions/2024/b.py", &rev_file("bbb222", "'aaa111'"));
+        t.write(
+            "migrations/versions/2024/b.py",
+            &rev_file("bbb222", "'aaa111'"),
+        );
         assert_eq!(load(&t.invocation()).unwrap().heads, set(&["aaa111"]));
 
-        let t = project("ambiguous-bool", "recursive_version_locations = True", &versions);
+        let t = project(
+            "ambiguous-bool",
+            "recursive_version_locations = True",
+            &versions,
+        );
         assert!(load(&t.invocation()).unwrap_err().contains("disagree"));
     }
 
@@ -1979,19 +2311,29 @@ class Helper:
             "migrations/env.py",
             "from alembic import context\ncontext.configure(connection=c, version_table='my_versions')\n",
         );
-        assert_eq!(load(&t.invocation()).unwrap_err(), "env.py configures its own version table");
+        assert_eq!(
+            load(&t.invocation()).unwrap_err(),
+            "env.py configures its own version table"
+        );
     }
 
     #[test]
     fn load_pyproject_only_is_doubt() {
         let t = TempDir::new("pyproject");
         t.write("alembic.ini", "[alembic]\n\n[loggers]\nkeys = root\n");
-        t.write("pyproject.toml", "[tool.alembic]\nscript_location = \"%(here)s/migrations\"\n");
+        t.write(
+            "pyproject.toml",
+            "[tool.alembic]\nscript_location = \"%(here)s/migrations\"\n",
+        );
         t.write("migrations/env.py", GENERIC_ENV_PY);
         t.write("migrations/versions/a.py", &rev_file("aaa111", "None"));
         assert!(load(&t.invocation()).unwrap_err().contains("tool.alembic"));
         t.write("pyproject.toml", "[project]\nname = \"x\"\n");
-        assert!(load(&t.invocation()).unwrap_err().contains("no script_location"));
+        assert!(
+            load(&t.invocation())
+                .unwrap_err()
+                .contains("no script_location")
+        );
         fs::remove_file(t.0.join("alembic.ini")).unwrap();
         assert!(load(&t.invocation()).unwrap_err().contains("cannot read"));
     }
@@ -2005,34 +2347,68 @@ class Helper:
 
         let t = project("pyc", "", &ok());
         t.write("migrations/versions/b.pyc", "compiled");
-        assert!(load(&t.invocation()).unwrap_err().contains("without its .py source"));
+        assert!(
+            load(&t.invocation())
+                .unwrap_err()
+                .contains("without its .py source")
+        );
 
         let mut versions = ok();
         versions.push(("b.py", rev_file("bbb222", "'missing0'")));
         let t = project("dangling", "", &versions);
-        assert!(load(&t.invocation()).unwrap_err().contains("no revision file defines"));
+        assert!(
+            load(&t.invocation())
+                .unwrap_err()
+                .contains("no revision file defines")
+        );
 
         let mut versions = ok();
         versions.push(("b.py", rev_file("aaa111", "None")));
         let t = project("dupe", "", &versions);
-        assert!(load(&t.invocation()).unwrap_err().contains("more than one file"));
+        assert!(
+            load(&t.invocation())
+                .unwrap_err()
+                .contains("more than one file")
+        );
 
         let mut versions = ok();
         versions.push(("helpers.py", "def helper():\n    pass\n".to_owned()));
         let t = project("norev", "", &versions);
-        assert!(load(&t.invocation()).unwrap_err().contains("no module-level `revision`"));
+        assert!(
+            load(&t.invocation())
+                .unwrap_err()
+                .contains("no module-level `revision`")
+        );
 
         let t = project("empty", "", &[]);
         fs::create_dir_all(t.0.join("migrations/versions")).unwrap();
-        assert!(load(&t.invocation()).unwrap_err().contains("no revision files"));
+        assert!(
+            load(&t.invocation())
+                .unwrap_err()
+                .contains("no revision files")
+        );
 
         let t = project("resource", "", &ok());
-        t.write("alembic.ini", "[alembic]\nscript_location = myapp:migrations\n");
-        assert!(load(&t.invocation()).unwrap_err().contains("package resource"));
+        t.write(
+            "alembic.ini",
+            "[alembic]\nscript_location = myapp:migrations\n",
+        );
+        assert!(
+            load(&t.invocation())
+                .unwrap_err()
+                .contains("package resource")
+        );
 
         let t = project("multidb", "", &ok());
-        t.write("migrations/env.py", "context.configure(upgrade_token='%s_upgrades' % name)\n");
-        assert!(load(&t.invocation()).unwrap_err().contains("multi-database"));
+        t.write(
+            "migrations/env.py",
+            "context.configure(upgrade_token='%s_upgrades' % name)\n",
+        );
+        assert!(
+            load(&t.invocation())
+                .unwrap_err()
+                .contains("multi-database")
+        );
 
         let t = project("noenv", "", &ok());
         fs::remove_file(t.0.join("migrations/env.py")).unwrap();

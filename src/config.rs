@@ -207,7 +207,7 @@ struct LogArgs {
     #[arg(
         long,
         value_name = "FILTER",
-        help = "Log filter in tracing's env-filter syntax [env: PGBOOT_LOG, else RUST_LOG] [default: info]"
+        help = "Log filter in tracing's env-filter syntax [env: PGBOOT_LOG / RUST_LOG] [default: info]"
     )]
     log_level: Option<String>,
 }
@@ -810,9 +810,9 @@ mod tests {
             .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
             .collect();
         let lookup = move |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-        let mut argv = vec!["pgboot"];
-        argv.extend_from_slice(args);
-        from_args(argv, &lookup).map(|r| r.expect("not help"))
+        let mut words = vec!["pgboot"];
+        words.extend_from_slice(args);
+        from_args(words, &lookup).map(|r| r.expect("not help"))
     }
 
     fn usage_message(args: &[&str], env: &[(&str, &str)]) -> String {
