@@ -140,6 +140,7 @@ struct LockArgs {
         long,
         env = "PGBOOT_LOCK_KEY",
         value_name = "KEY",
+        allow_negative_numbers = true,
         default_value = "pgboot"
     )]
     lock_key: String,

@@ -30,7 +30,11 @@ fn sh_cmd(pid1: bool, flags: &[&str], script: &str, dir: &Path) -> Command {
     let mut args = vec!["supervise"];
     args.extend_from_slice(flags);
     args.extend(["--", "sh", "-c", script, "sh", dir]);
-    if pid1 { pgboot_pid1(&args) } else { pgboot(&args) }
+    if pid1 {
+        pgboot_pid1(&args)
+    } else {
+        pgboot(&args)
+    }
 }
 
 fn start_sh(pid1: bool, flags: &[&str], script: &str, dir: &Path) -> Running {
@@ -76,15 +80,25 @@ fn mask_has(mask: &str, sig: i32) -> bool {
 /// PID 1 of the namespace, once it is pgboot with its signals blocked: a
 /// signal sent earlier would hit unshare's forked copy, whose default
 /// dispositions make the kernel drop it (a namespace's init ignores
-/// SIG_DFL signals), which no program started later can help.
+/// SIG_DFL signals), which no program started later can help. unshare's
+/// copy may itself have SIGINT and SIGTERM blocked for an instant (it
+/// restores its mask right after the fork), so look for signals only
+/// pgboot's "block everything" blocks.
 fn pid1_ready_for_signals(r: &Running) -> i32 {
     let pid = r.ns_pid1();
     let deadline = Instant::now() + Duration::from_secs(5);
+    let blocked = |m: &str| {
+        [libc::SIGTERM, libc::SIGUSR2, libc::SIGWINCH].iter().all(|s| mask_has(m, *s))
+    };
     loop {
-        if status_field(pid, "SigBlk").is_some_and(|m| mask_has(&m, libc::SIGTERM)) {
+        if status_field(pid, "SigBlk").is_some_and(|m| blocked(&m)) {
             return pid;
         }
-        assert!(Instant::now() < deadline, "pgboot (pid {pid}) never blocked SIGTERM\n{}", r.output());
+        assert!(
+            Instant::now() < deadline,
+            "pgboot (pid {pid}) never blocked SIGTERM\n{}",
+            r.output()
+        );
         thread::yield_now();
     }
 }
@@ -233,10 +247,16 @@ exit 7"#;
         send(pid, libc::SIGUSR1);
     }
     let usr1 = dir.path().join("usr1");
-    wait_until(&r, QUICK, "the child to record SIGUSR1", || !read(&usr1).is_empty());
+    wait_until(&r, QUICK, "the child to record SIGUSR1", || {
+        !read(&usr1).is_empty()
+    });
     // Give any late forward time to land, then check both are still there.
     thread::sleep(Duration::from_millis(200));
-    assert!(r.wait_timeout(Duration::ZERO).is_none(), "pgboot exited after the burst\n{}", r.output());
+    assert!(
+        r.wait_timeout(Duration::ZERO).is_none(),
+        "pgboot exited after the burst\n{}",
+        r.output()
+    );
     assert!(
         status_field(pid, "State").is_some_and(|s| !s.starts_with('Z')),
         "pgboot (pid {pid}) is gone after the burst\n{}",
@@ -260,8 +280,16 @@ fn sigterm_sent_right_after_start_is_not_lost() {
     let pid = pid1_ready_for_signals(&r);
     send(pid, libc::SIGTERM);
     let code = r.exit_code(QUICK);
-    assert!(matches!(code, 9 | 143), "SIGTERM was lost: exit {code}\n{}", r.output());
-    assert!(start.elapsed() < Duration::from_secs(4), "took {:?}", start.elapsed());
+    assert!(
+        matches!(code, 9 | 143),
+        "SIGTERM was lost: exit {code}\n{}",
+        r.output()
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "took {:?}",
+        start.elapsed()
+    );
 }
 
 #[test]
@@ -269,7 +297,7 @@ fn sigterm_queued_before_the_child_exists_is_delivered_to_it() {
     // Stop pgboot (SIGSTOP cannot be blocked) between blocking its signals
     // and spawning the child, queue SIGTERM while it has no child, resume it.
     let dir = TempDir::new("sup-prechild");
-    for _attempt in 0..30 {
+    for attempt in 0..30 {
         let mut r = start_sh(true, &[], TERM_OR_5S, dir.path());
         let pid = pid1_ready_for_signals(&r);
         send(pid, libc::SIGSTOP);
@@ -283,7 +311,11 @@ fn sigterm_queued_before_the_child_exists_is_delivered_to_it() {
         assert!(children(pid).is_empty());
         send(pid, libc::SIGCONT);
         let code = r.exit_code(QUICK);
-        assert!(matches!(code, 9 | 143), "the early SIGTERM was lost: exit {code}\n{}", r.output());
+        assert!(
+            matches!(code, 9 | 143),
+            "the early SIGTERM was lost: exit {code}\n{}",
+            r.output()
+        );
         return;
     }
     panic!("could not stop pgboot before it spawned its child in 30 attempts");
@@ -295,10 +327,19 @@ fn the_child_gets_an_empty_signal_mask_and_no_ignored_signals() {
     // so anything the child shows was added by pgboot (or by unshare).
     let want = "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n";
     let grep = ["grep", "-E", "^Sig(Blk|Ign):", "/proc/self/status"];
+    let mut direct = Command::new(grep[0]);
+    direct.args(&grep[1..]);
+    clean_signals(&mut direct);
+    let (code, out, err) = run(direct, QUICK);
+    assert_eq!((code, out.as_str()), (0, want), "the test's own clean start is not clean\n{err}");
     for pid1 in [false, true] {
         let mut args = vec!["supervise", "--"];
         args.extend(grep);
-        let mut cmd = if pid1 { pgboot_pid1(&args) } else { pgboot(&args) };
+        let mut cmd = if pid1 {
+            pgboot_pid1(&args)
+        } else {
+            pgboot(&args)
+        };
         clean_signals(&mut cmd);
         let (code, out, err) = run(cmd, QUICK);
         assert_eq!((code, out.as_str()), (0, want), "pid1={pid1}\n{err}");
@@ -306,19 +347,33 @@ fn the_child_gets_an_empty_signal_mask_and_no_ignored_signals() {
 }
 
 /// Starts `cmd` with an empty signal mask and every signal at SIG_DFL.
+///
+/// Through the raw system calls: glibc refuses to touch its internal
+/// signals 32 and 33, and its `posix_spawn` (what cargo starts the test
+/// binary with) leaves them SIG_IGN in the child, which every descendant
+/// then inherits.
 #[allow(unsafe_code)]
 fn clean_signals(cmd: &mut Command) {
     use std::os::unix::process::CommandExt;
-    // SAFETY: runs in the forked child before exec and calls only
-    // async-signal-safe functions (sigemptyset, sigprocmask, signal).
+    /// The kernel's `struct sigaction` on x86-64 (not glibc's).
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: u64,
+        restorer: usize,
+        mask: u64,
+    }
+    // SAFETY: runs in the forked child before exec and makes only raw
+    // system calls (rt_sigprocmask, rt_sigaction) on values on its stack;
+    // it allocates nothing and takes no lock.
     unsafe {
         cmd.pre_exec(|| {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&raw mut set);
-            libc::sigprocmask(libc::SIG_SETMASK, &raw const set, std::ptr::null_mut());
-            for sig in 1..=libc::SIGRTMAX() {
+            let empty: u64 = 0;
+            libc::syscall(libc::SYS_rt_sigprocmask, libc::SIG_SETMASK, &raw const empty, 0usize, 8usize);
+            let dfl = KernelSigaction { handler: libc::SIG_DFL, flags: 0, restorer: 0, mask: 0 };
+            for sig in 1..=64 {
                 if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                    libc::signal(sig, libc::SIG_DFL);
+                    libc::syscall(libc::SYS_rt_sigaction, sig, &raw const dfl, 0usize, 8usize);
                 }
             }
             Ok(())
@@ -341,7 +396,10 @@ while :; do sleep 0.05; done"#;
     let code = r.exit_code(Duration::from_secs(8));
     let took = sent.elapsed();
     assert_eq!(code, 137, "{}", r.output());
-    assert!(took >= Duration::from_millis(900), "killed before the grace period: {took:?}");
+    assert!(
+        took >= Duration::from_millis(900),
+        "killed before the grace period: {took:?}"
+    );
     assert!(took < Duration::from_secs(6), "took {took:?}");
 }
 
@@ -359,9 +417,12 @@ exit 0"#;
     let mut r = start_sh(false, &[], script, dir.path());
     assert_eq!(r.exit_code(QUICK), 0, "{}", r.output());
     let f = dir.path().join("F");
-    wait_until(&r, Duration::from_secs(5), "the leftover member to get SIGTERM", || {
-        read(&f) == "gotterm\n"
-    });
+    wait_until(
+        &r,
+        Duration::from_secs(5),
+        "the leftover member to get SIGTERM",
+        || read(&f) == "gotterm\n",
+    );
 }
 
 // ------------------------------------------------------------- reaping
@@ -401,8 +462,17 @@ exit 0"#;
             .unwrap_or_else(|| panic!("no `{tag}` line\n{}", r.output()))
     };
     let spawned = field("spawned ");
-    assert!(spawned[1] > 0, "no orphan was reparented to pgboot: {spawned:?}\n{}", r.output());
-    assert_eq!(field("final "), [0, 0], "zombies, live orphans left\n{}", r.output());
+    assert!(
+        spawned[1] > 0,
+        "no orphan was reparented to pgboot: {spawned:?}\n{}",
+        r.output()
+    );
+    assert_eq!(
+        field("final "),
+        [0, 0],
+        "zombies, live orphans left\n{}",
+        r.output()
+    );
 }
 
 #[test]
@@ -426,7 +496,10 @@ exit 0"#;
             .filter(|p| p.ppid == me && p.pid != child)
             .collect();
         let zombies = orphans.iter().filter(|p| p.state == 'Z').count();
-        let alive = orphans.iter().filter(|p| p.state != 'Z' && p.name == "sleep").count();
+        let alive = orphans
+            .iter()
+            .filter(|p| p.state != 'Z' && p.name == "sleep")
+            .count();
         max_alive = max_alive.max(alive);
         last = (zombies, alive);
         if zombies == 0 && alive == 0 && max_alive > 0 {
@@ -439,7 +512,11 @@ exit 0"#;
         );
         thread::sleep(Duration::from_millis(20));
     }
-    assert!(r.wait_timeout(Duration::ZERO).is_none(), "pgboot ended early\n{}", r.output());
+    assert!(
+        r.wait_timeout(Duration::ZERO).is_none(),
+        "pgboot ended early\n{}",
+        r.output()
+    );
     assert_eq!(last, (0, 0));
     fs::write(dir.path().join("stop"), "").unwrap();
     assert_eq!(r.exit_code(QUICK), 0, "{}", r.output());
@@ -495,8 +572,15 @@ fn stdio_argv_env_and_cwd_pass_through(pid1: bool) {
 
     let mut argv = vec!["supervise", "--", "/usr/bin/python3", "-c", ECHO_ALL];
     argv.extend(args);
-    let mut cmd = if pid1 { pgboot_pid1(&argv) } else { pgboot(&argv) };
-    cmd.env_clear().envs(env).current_dir(&cwd).stdin(Stdio::piped());
+    let mut cmd = if pid1 {
+        pgboot_pid1(&argv)
+    } else {
+        pgboot(&argv)
+    };
+    cmd.env_clear()
+        .envs(env)
+        .current_dir(&cwd)
+        .stdin(Stdio::piped());
     let mut r = Running::start(cmd);
     {
         let mut pipe = r.child.stdin.take().unwrap();
@@ -508,7 +592,10 @@ fn stdio_argv_env_and_cwd_pass_through(pid1: bool) {
     for a in args {
         want += &format!("arg:{}\n", hex(a.as_bytes()));
     }
-    let mut env_sorted: Vec<_> = env.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())).collect();
+    let mut env_sorted: Vec<_> = env
+        .iter()
+        .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
+        .collect();
     env_sorted.sort_unstable();
     for (k, v) in env_sorted {
         want += &format!("env:{}\n", hex(&[k, b"=", v].concat()));
@@ -516,7 +603,12 @@ fn stdio_argv_env_and_cwd_pass_through(pid1: bool) {
     want += &format!("cwd:{}\n", hex(cwd.to_str().unwrap().as_bytes()));
     want += &format!("stdin:{}\n", hex(stdin));
     want += "raw:héllo ☃\tü\x1b[0m end\n";
-    assert_eq!(r.stdout(), want, "pid1={pid1}: stdout differs\n{}", r.output());
+    assert_eq!(
+        r.stdout(),
+        want,
+        "pid1={pid1}: stdout differs\n{}",
+        r.output()
+    );
     assert!(
         r.stderr().starts_with("err:café ☃\n"),
         "pid1={pid1}: the child's stderr is not first and whole\n{}",
@@ -544,10 +636,17 @@ fn a_missing_command_exits_127_naming_it() {
         (true, "pgboot-no-such-cmd-in-path"),
     ] {
         let args = ["supervise", "--", name, "arg"];
-        let cmd = if pid1 { pgboot_pid1(&args) } else { pgboot(&args) };
+        let cmd = if pid1 {
+            pgboot_pid1(&args)
+        } else {
+            pgboot(&args)
+        };
         let (code, out, err) = run(cmd, QUICK);
         assert_eq!(code, 127, "{name}\n{out}\n{err}");
-        assert!(err.contains(name), "the message does not name {name}:\n{err}");
+        assert!(
+            err.contains(name),
+            "the message does not name {name}:\n{err}"
+        );
     }
 }
 
@@ -559,7 +658,10 @@ fn a_non_executable_command_exits_126_naming_it() {
         let name = path.to_str().unwrap();
         let (code, out, err) = run(pgboot(&["supervise", "--", name]), QUICK);
         assert_eq!(code, 126, "{name}\n{out}\n{err}");
-        assert!(err.contains(name), "the message does not name {name}:\n{err}");
+        assert!(
+            err.contains(name),
+            "the message does not name {name}:\n{err}"
+        );
         assert!(!out.contains("should not run"), "{out}");
     }
 }
@@ -582,10 +684,15 @@ fn expand_env_expands_variables_defaults_and_double_dollar() {
         "pre${PGB_A}post",
         "no dollar",
     ]);
-    cmd.env("PGB_A", "va l").env("PGB_EMPTY", "").env_remove("PGB_UNSET_Q");
+    cmd.env("PGB_A", "va l")
+        .env("PGB_EMPTY", "")
+        .env_remove("PGB_UNSET_Q");
     let (code, out, err) = run(cmd, QUICK);
     assert_eq!(code, 0, "{out}\n{err}");
-    assert_eq!(out, "[va l]\n[va l]\n[dflt]\n[was empty]\n[$PGB_A]\n[preva lpost]\n[no dollar]\n");
+    assert_eq!(
+        out,
+        "[va l]\n[va l]\n[dflt]\n[was empty]\n[$PGB_A]\n[preva lpost]\n[no dollar]\n"
+    );
 }
 
 #[test]
@@ -602,7 +709,15 @@ fn expand_env_with_an_unset_variable_is_a_usage_error_naming_it() {
 
 #[test]
 fn without_expand_env_dollar_arguments_pass_literally() {
-    let mut cmd = pgboot(&["supervise", "--", "printf", "[%s]\\n", "$PGB_A", "${PGB_A}", "$$"]);
+    let mut cmd = pgboot(&[
+        "supervise",
+        "--",
+        "printf",
+        "[%s]\\n",
+        "$PGB_A",
+        "${PGB_A}",
+        "$$",
+    ]);
     cmd.env("PGB_A", "expanded");
     let (code, out, err) = run(cmd, QUICK);
     assert_eq!(code, 0, "{out}\n{err}");
@@ -639,7 +754,14 @@ fn a_bad_grace_period_environment_value_names_the_variable() {
 #[test]
 fn an_unknown_signal_in_signal_map_is_a_usage_error() {
     usage_error(
-        pgboot(&["supervise", "--signal-map", "TERM:BOGUS", "--", "echo", "ran"]),
+        pgboot(&[
+            "supervise",
+            "--signal-map",
+            "TERM:BOGUS",
+            "--",
+            "echo",
+            "ran",
+        ]),
         &["--signal-map", "BOGUS"],
     );
 }
