@@ -101,7 +101,7 @@ fn run(cfg: Config, sfd: SignalFd) -> Result<Exit> {
                 let start = Instant::now();
                 let conn = interruptible(sigs, wait::ready(&target, db.wait_timeout)).await?;
                 migrate::close(conn).await;
-                tracing::info!(target_ = %target.addr, waited_ms = start.elapsed().as_millis(), "Postgres is ready");
+                tracing::info!(addr = %target.addr, waited_ms = start.elapsed().as_millis(), "Postgres is ready");
                 Ok(())
             })?;
             Ok(Exit::Ok)
@@ -202,7 +202,7 @@ async fn boot(
 ) -> Result<(Duration, migrate::Summary)> {
     let target = Target::new(db.lock_url(), url_origin(db, true))?;
     let start = Instant::now();
-    tracing::info!(target_ = %target.display(), timeout = %humantime::format_duration(db.wait_timeout), "waiting for Postgres");
+    tracing::info!(addr = %target.display(), timeout = %humantime::format_duration(db.wait_timeout), "waiting for Postgres");
     let conn = interruptible(sigs, wait::ready(&target, db.wait_timeout)).await?;
     let waited = start.elapsed();
     tracing::info!(waited_ms = waited.as_millis(), "Postgres is ready");

@@ -154,7 +154,7 @@ impl<'a> Tracker<'a> {
         if to == sig {
             tracing::debug!(signal = %signals::name(sig), pid = self.pid.as_raw(), "forwarding");
         } else {
-            tracing::debug!(signal = %signals::name(sig), as_ = %signals::name(to), pid = self.pid.as_raw(), "forwarding (mapped)");
+            tracing::debug!(signal = %signals::name(sig), to = %signals::name(to), pid = self.pid.as_raw(), "forwarding (mapped)");
         }
         if let Err(e) = signals::send(self.pid.as_raw(), to) {
             tracing::warn!(signal = %signals::name(to), error = %e, "could not forward signal");

@@ -262,9 +262,9 @@ pub async fn ready(target: &Target, timeout: Duration) -> Result<PgConnection> {
             let msg = target.redact(e.text());
             let first = last.borrow().is_none();
             if first {
-                tracing::info!(target_ = %target.addr, error = %msg, "waiting for Postgres");
+                tracing::info!(addr = %target.addr, error = %msg, "waiting for Postgres");
             } else {
-                tracing::debug!(target_ = %target.addr, error = %msg, retry_in_ms = after.as_millis(), "not ready yet");
+                tracing::debug!(addr = %target.addr, error = %msg, retry_in_ms = after.as_millis(), "not ready yet");
             }
             *last.borrow_mut() = Some(msg);
         });

@@ -296,9 +296,11 @@ fn sigterm_sent_right_after_start_is_not_lost() {
 fn sigterm_queued_before_the_child_exists_is_delivered_to_it() {
     // Stop pgboot (SIGSTOP cannot be blocked) between blocking its signals
     // and spawning the child, queue SIGTERM while it has no child, resume it.
-    let dir = TempDir::new("sup-prechild");
-    for attempt in 0..30 {
-        let mut r = start_sh(true, &[], TERM_OR_5S, dir.path());
+    // Many (unused) arguments widen that window: clap parses them all first.
+    let mut args = vec!["supervise", "--", "sh", "-c", TERM_OR_5S];
+    args.extend(std::iter::repeat_n("x", 20_000));
+    for attempt in 0..100 {
+        let mut r = Running::start(pgboot_pid1(&args));
         let pid = pid1_ready_for_signals(&r);
         send(pid, libc::SIGSTOP);
         wait_until(&r, QUICK, "pgboot to stop", || {
@@ -316,9 +318,10 @@ fn sigterm_queued_before_the_child_exists_is_delivered_to_it() {
             "the early SIGTERM was lost: exit {code}\n{}",
             r.output()
         );
+        eprintln!("pgboot stopped before its spawn on attempt {attempt}");
         return;
     }
-    panic!("could not stop pgboot before it spawned its child in 30 attempts");
+    panic!("could not stop pgboot before it spawned its child in 100 attempts");
 }
 
 #[test]
