@@ -5,6 +5,7 @@
 //! the bad value. Pure: no I/O beyond reading the environment.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::time::Duration;
 
 use clap::parser::ValueSource;
@@ -46,8 +47,8 @@ struct Cli {
     #[command(flatten)]
     log: LogArgs,
     /// The server to run once the database is migrated.
-    #[arg(last = true, value_name = "COMMAND")]
-    command: Vec<String>,
+    #[arg(last = true, value_name = "COMMAND", value_parser = clap::value_parser!(OsString))]
+    command: Vec<OsString>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -59,8 +60,8 @@ enum Sub {
         sup: SuperviseArgs,
         #[command(flatten)]
         log: LogArgs,
-        #[arg(last = true, value_name = "COMMAND")]
-        command: Vec<String>,
+        #[arg(last = true, value_name = "COMMAND", value_parser = clap::value_parser!(OsString))]
+        command: Vec<OsString>,
     },
     /// Wait until Postgres accepts queries, then exit 0.
     #[command(after_help = AFTER_HELP)]
@@ -105,8 +106,8 @@ enum Sub {
         sup: SuperviseArgs,
         #[command(flatten)]
         log: LogArgs,
-        #[arg(last = true, value_name = "COMMAND")]
-        command: Vec<String>,
+        #[arg(last = true, value_name = "COMMAND", value_parser = clap::value_parser!(OsString))]
+        command: Vec<OsString>,
     },
 }
 
@@ -333,8 +334,9 @@ pub struct MigrateConfig {
 /// How to supervise COMMAND.
 #[derive(Debug, Clone)]
 pub struct SuperviseConfig {
-    /// The command and its arguments (already expanded when `--expand-env`).
-    pub command: Vec<String>,
+    /// The command and its arguments (already expanded when `--expand-env`);
+    /// any bytes, as the kernel allows.
+    pub command: Vec<OsString>,
     /// `--grace-period`.
     pub grace_period: Option<Duration>,
     /// `--signal-map`: signal number → signal number.
@@ -641,7 +643,7 @@ fn migrate_config(m: &ArgMatches, a: MigrateArgs) -> Result<MigrateConfig> {
 fn supervise_config(
     m: &ArgMatches,
     a: &SuperviseArgs,
-    command: Vec<String>,
+    command: Vec<OsString>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<SuperviseConfig> {
     if command.is_empty() || command[0].is_empty() {
@@ -653,8 +655,13 @@ fn supervise_config(
     let command = if a.expand_env {
         command
             .iter()
-            .map(|arg| {
-                expand(arg, env).map_err(|e| {
+            .map(|raw| {
+                // An argument that is not UTF-8 holds no variable reference
+                // pgboot could name; it passes through as it is.
+                let Some(arg) = raw.to_str() else {
+                    return Ok(raw.clone());
+                };
+                expand(arg, env).map(OsString::from).map_err(|e| {
                     Error::Usage(format!(
                         "{}: in argument {arg:?}: {e}",
                         origin(m, "expand_env")

@@ -39,8 +39,11 @@ SELECT count(set_config(s.name, s.value, false)) FROM (VALUES
 ) AS s(name, value) WHERE s.name IN (SELECT name FROM pg_settings)";
 
 /// The `pg_locks` row of an advisory lock on a 64-bit key: classid holds the
-/// high 32 bits, objid the low 32 bits, objsubid is 1.
+/// high 32 bits, objid the low 32 bits, objsubid is 1. Advisory locks belong
+/// to a database, and `pg_locks` lists the whole cluster's: the same key in
+/// another database is another lock, its holder and waiters none of ours.
 const LOCK_ROW: &str = "l.locktype = 'advisory' AND l.objsubid = 1 \
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
   AND l.classid::bigint = (($1::bigint >> 32) & 4294967295) \
   AND l.objid::bigint = ($1::bigint & 4294967295)";
 

@@ -87,7 +87,7 @@ fn run(cfg: Config, sfd: SignalFd) -> Result<Exit> {
                 migrating_ms = s.migrating.as_millis(),
                 migrations = s.applied,
                 total_ms = start.elapsed().as_millis(),
-                command = %sup.command.join(" "),
+                command = %supervise::show(&sup.command),
                 "ready; starting the server"
             );
             if exec {
@@ -268,12 +268,42 @@ async fn migrate_command(
     lock_cfg: &LockConfig,
     m: &MigrateConfig,
 ) -> Result<migrate::Summary> {
-    if interruptible(sigs, migrate::alembic_at_head(&mut conn, argv, m.db_ahead)).await? {
+    if interruptible(
+        sigs,
+        migrate::alembic_at_head(&mut conn, argv, m.db_ahead, false),
+    )
+    .await?
+    {
         migrate::close(conn).await;
         return Ok(migrate::Summary::default());
     }
     let mut lock =
         interruptible(sigs, lock::acquire(conn, &lock_cfg.key, lock_cfg.timeout)).await?;
+    // Re-check under the lock: the replica that held it may have migrated
+    // to head while this one waited. Without this, N replicas released
+    // together on a database behind head run Alembic N times, one after the
+    // other (~0.7 s of Python each), before the last one may serve.
+    match interruptible(
+        sigs,
+        migrate::alembic_at_head(lock.conn(), argv, m.db_ahead, true),
+    )
+    .await
+    {
+        Ok(false) => {}
+        Ok(true) => {
+            let locked = lock.held();
+            lock.release().await;
+            return Ok(migrate::Summary {
+                applied: 0,
+                migrating: Duration::ZERO,
+                locked: Some(locked),
+            });
+        }
+        Err(e) => {
+            lock.release().await;
+            return Err(e);
+        }
+    }
     let env = command_env(&lock, db);
     let t = Instant::now();
     tracing::info!(command = %argv.join(" "), "running the migration command under the lock");

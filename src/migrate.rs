@@ -241,7 +241,9 @@ pub async fn builtin_check(
 /// Exit 65 when a migration fails (its transaction rolled back).
 pub async fn builtin_apply(lock: &mut Lock, files: &[File], policy: DbAhead) -> Result<usize> {
     let conn = lock.conn();
-    let rows = applied(conn).await?.unwrap_or_default();
+    let existing = applied(conn).await?;
+    let table_exists = existing.is_some();
+    let rows = existing.unwrap_or_default();
     let a = assess(files, &rows)?;
     db_ahead(
         &a.ahead.iter().map(ToString::to_string).collect::<Vec<_>>(),
@@ -251,9 +253,11 @@ pub async fn builtin_apply(lock: &mut Lock, files: &[File], policy: DbAhead) -> 
         tracing::info!("another replica migrated while this one waited; nothing to do");
         return Ok(0);
     }
-    conn.ensure_migrations_table(TABLE)
-        .await
-        .map_err(|e| Error::Migration(format!("creating {TABLE}: {e}")))?;
+    if !table_exists {
+        conn.ensure_migrations_table(TABLE)
+            .await
+            .map_err(|e| Error::Migration(format!("creating {TABLE}: {e}")))?;
+    }
     // sqlx's own lock (keyed on the database name) as well, so that
     // `sqlx migrate run` run by hand waits for pgboot; session locks nest.
     conn.lock()
@@ -297,7 +301,10 @@ pub async fn builtin_apply(lock: &mut Lock, files: &[File], policy: DbAhead) -> 
 }
 
 fn migrate_error_text(e: &sqlx::migrate::MigrateError) -> String {
-    if let sqlx::migrate::MigrateError::Execute(sqlx::Error::Database(db)) = e {
+    use sqlx::migrate::MigrateError::{Execute, ExecuteMigration};
+    // sqlx reports a failing migration's SQL as `ExecuteMigration`; its
+    // Display would add "at line N", a line of Postgres' C source, not of the file.
+    if let Execute(sqlx::Error::Database(db)) | ExecuteMigration(sqlx::Error::Database(db), _) = e {
         return format!(
             "{} (SQLSTATE {})",
             db.message(),
@@ -309,6 +316,7 @@ fn migrate_error_text(e: &sqlx::migrate::MigrateError) -> String {
 
 /// Alembic's fast path: `Ok(true)` when the database is exactly at the
 /// files' head (skip the lock and Python). `Ok(false)` means take the slow path.
+/// `under_lock`: this is the re-check made after taking the lock (only the log differs).
 ///
 /// # Errors
 /// Exit 65 with `--db-ahead fail` when the database holds a revision no file knows.
@@ -316,6 +324,7 @@ pub async fn alembic_at_head(
     conn: &mut PgConnection,
     argv: &[String],
     policy: DbAhead,
+    under_lock: bool,
 ) -> Result<bool> {
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     let env_cfg = std::env::var("ALEMBIC_CONFIG").ok();
@@ -366,7 +375,11 @@ pub async fn alembic_at_head(
         return Ok(true);
     }
     if in_db == script.heads {
-        tracing::info!(head = ?script.heads, "database at head (alembic_version); nothing to migrate (no lock taken, no Python run)");
+        if under_lock {
+            tracing::info!(head = ?script.heads, "another replica migrated while this one waited: database at head (alembic_version); nothing to do (no Python run)");
+        } else {
+            tracing::info!(head = ?script.heads, "database at head (alembic_version); nothing to migrate (no lock taken, no Python run)");
+        }
         Ok(true)
     } else {
         tracing::debug!(database = ?in_db, files = ?script.heads, "alembic_version is behind the files' head");
@@ -437,7 +450,7 @@ pub async fn status(
         }
         pending
     } else if let Some(argv) = &cfg.command {
-        let at_head = alembic_at_head(conn, argv, DbAhead::Warn).await?;
+        let at_head = alembic_at_head(conn, argv, DbAhead::Warn, false).await?;
         let _ = writeln!(
             out,
             "migration command: {}\nstate: {}",

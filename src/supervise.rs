@@ -13,6 +13,7 @@
 //! their pid is kept, so no other code waits on them and steals a status.
 
 use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
 use std::io::IsTerminal;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
@@ -28,6 +29,12 @@ use crate::error::{Error, Result};
 use crate::exit::{self, Exit};
 use crate::signals::{self, AsyncSignals};
 
+/// COMMAND as one line, for logs.
+#[must_use]
+pub fn show(argv: &[OsString]) -> String {
+    argv.join(OsStr::new(" ")).to_string_lossy().into_owned()
+}
+
 /// Makes pgboot the reaper of orphaned descendants when it is not PID 1
 /// (`PR_SET_CHILD_SUBREAPER`); as PID 1 it already is.
 pub fn become_reaper() {
@@ -41,7 +48,7 @@ pub fn become_reaper() {
 /// Builds the `Command` for `argv` with pgboot's spawn rules: its own
 /// process group, the terminal's foreground when stdin is a terminal, an
 /// empty signal mask, and `env` added to pgboot's environment.
-fn command(argv: &[String], env: &[(String, String)], own_group: bool) -> Command {
+fn command<S: AsRef<OsStr>>(argv: &[S], env: &[(String, String)], own_group: bool) -> Command {
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..]);
     cmd.envs(env.iter().map(|(k, v)| (k, v)));
@@ -67,7 +74,8 @@ fn command(argv: &[String], env: &[(String, String)], own_group: bool) -> Comman
     cmd
 }
 
-fn spawn_error(argv0: &str, e: &std::io::Error) -> Error {
+fn spawn_error(argv0: &OsStr, e: &std::io::Error) -> Error {
+    let argv0 = argv0.to_string_lossy();
     let (exit, what) = match e.kind() {
         std::io::ErrorKind::NotFound => (
             Exit::NotFound,
@@ -93,10 +101,10 @@ fn spawn_error(argv0: &str, e: &std::io::Error) -> Error {
 ///
 /// # Errors
 /// 127 when the command is not found, 126 when it cannot be executed.
-pub fn spawn(argv: &[String], env: &[(String, String)]) -> Result<Pid> {
+pub fn spawn<S: AsRef<OsStr>>(argv: &[S], env: &[(String, String)]) -> Result<Pid> {
     let child = command(argv, env, true)
         .spawn()
-        .map_err(|e| spawn_error(&argv[0], &e))?;
+        .map_err(|e| spawn_error(argv[0].as_ref(), &e))?;
     let pid = Pid::from_raw(i32::try_from(child.id()).map_err(|e| Error::sys("child pid", e))?);
     // The `Child` handle is dropped without waiting: the one reaper owns the status.
     drop(child);
@@ -107,9 +115,9 @@ pub fn spawn(argv: &[String], env: &[(String, String)]) -> Result<Pid> {
 ///
 /// # Errors
 /// 127 or 126 when exec fails; on success it does not return.
-pub fn exec(argv: &[String]) -> Error {
+pub fn exec(argv: &[OsString]) -> Error {
     let e = command(argv, &[], false).exec();
-    spawn_error(&argv[0], &e)
+    spawn_error(argv[0].as_ref(), &e)
 }
 
 /// The state of one supervised child, shared by the blocking loop (server)
@@ -224,13 +232,15 @@ impl<'a> Tracker<'a> {
 /// Supervises the server until it exits; returns its status. Never fails.
 pub fn supervise(sfd: &SignalFd, pid: Pid, cfg: &SuperviseConfig) -> Exit {
     let mut t = Tracker::new(pid, &cfg.signal_map, cfg.grace_period);
+    if let Err(e) = signals::set_blocking(sfd) {
+        tracing::warn!(error = %e, "could not make the signalfd blocking");
+    }
+    // The child may have ended before the first read; its SIGCHLD is queued
+    // and read below, so nothing is missed.
     loop {
-        if let Err(e) = signals::wait_readable(sfd, t.until_kill()) {
-            tracing::error!(error = %e, "poll on the signalfd failed");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        match signals::drain(sfd) {
-            Ok(sigs) => t.on_signals(&sigs),
+        match signals::next(sfd, t.until_kill()) {
+            Ok(Some(sig)) => t.on_signals(&[sig]),
+            Ok(None) => {}
             Err(e) => {
                 tracing::error!(error = %e, "reading the signalfd failed; reaping anyway");
                 t.reap();
