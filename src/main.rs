@@ -66,7 +66,7 @@ fn run(cfg: Config, sfd: SignalFd) -> Result<Exit> {
     match cfg.mode {
         Mode::Supervise(sup) => {
             supervise::become_reaper();
-            serve(&sfd, &sup)
+            serve(&sfd, &sup, false)
         }
         Mode::Boot {
             db,
@@ -93,7 +93,7 @@ fn run(cfg: Config, sfd: SignalFd) -> Result<Exit> {
             if exec {
                 return Err(supervise::exec(&sup.command));
             }
-            serve(&sfd, &sup)
+            serve(&sfd, &sup, true)
         }
         Mode::Wait(db) => {
             with_runtime(sfd, async |sigs| {
@@ -131,10 +131,10 @@ fn run(cfg: Config, sfd: SignalFd) -> Result<Exit> {
 }
 
 /// Spawns COMMAND and supervises it until it exits.
-fn serve(sfd: &SignalFd, sup: &SuperviseConfig) -> Result<Exit> {
+fn serve(sfd: &SignalFd, sup: &SuperviseConfig, announce: bool) -> Result<Exit> {
     let pid = supervise::spawn(&sup.command, &[])?;
     tracing::debug!(pid = pid.as_raw(), command = ?sup.command, "started");
-    Ok(supervise::supervise(sfd, pid, sup))
+    Ok(supervise::supervise(sfd, pid, sup, announce))
 }
 
 /// Runs the database phases on a current-thread runtime, then drops it and

@@ -230,7 +230,9 @@ impl<'a> Tracker<'a> {
 }
 
 /// Supervises the server until it exits; returns its status. Never fails.
-pub fn supervise(sfd: &SignalFd, pid: Pid, cfg: &SuperviseConfig) -> Exit {
+/// `announce` logs the exit at info (boot); `pgboot supervise`, a drop-in
+/// for tini, stays quiet unless asked (debug).
+pub fn supervise(sfd: &SignalFd, pid: Pid, cfg: &SuperviseConfig, announce: bool) -> Exit {
     let mut t = Tracker::new(pid, &cfg.signal_map, cfg.grace_period);
     if let Err(e) = signals::set_blocking(sfd) {
         tracing::warn!(error = %e, "could not make the signalfd blocking");
@@ -250,7 +252,11 @@ pub fn supervise(sfd: &SignalFd, pid: Pid, cfg: &SuperviseConfig) -> Exit {
         t.kill_if_due();
         if t.status.is_some() {
             let code = t.finish();
-            tracing::info!(pid = pid.as_raw(), status = code, "command exited");
+            if announce {
+                tracing::info!(pid = pid.as_raw(), status = code, "server exited");
+            } else {
+                tracing::debug!(pid = pid.as_raw(), status = code, "command exited");
+            }
             return Exit::Child(code);
         }
     }
