@@ -65,7 +65,9 @@ pub async fn resolve_key(conn: &mut PgConnection, key: &LockKey) -> Result<i64> 
 
 fn db_error(what: &str, e: &sqlx::Error) -> Error {
     match crate::wait::classify(e) {
-        crate::wait::Failure::Transient(m) => Error::Lock(format!("{what}: {m}")),
+        crate::wait::Failure::Transient(m) | crate::wait::Failure::Refused(m) => {
+            Error::Lock(format!("{what}: {m}"))
+        }
         crate::wait::Failure::Fatal(m) => Error::Config(format!("{what}: {m}")),
     }
 }

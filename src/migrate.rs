@@ -125,7 +125,9 @@ pub async fn applied(conn: &mut PgConnection) -> Result<Option<Vec<Applied>>> {
 fn query_error(what: &str, e: &sqlx::Error) -> Error {
     match crate::wait::classify(e) {
         crate::wait::Failure::Fatal(m) => Error::Config(format!("{what}: {m}")),
-        crate::wait::Failure::Transient(m) => Error::Unavailable(format!("{what}: {m}")),
+        crate::wait::Failure::Transient(m) | crate::wait::Failure::Refused(m) => {
+            Error::Unavailable(format!("{what}: {m}"))
+        }
     }
 }
 

@@ -151,6 +151,10 @@ fn redact(msg: &str, secrets: &[String]) -> String {
 pub enum Failure {
     /// Worth another try: Postgres or its network is coming up.
     Transient(String),
+    /// Nothing listens yet (connection refused, no socket file): transient,
+    /// and so cheap to try that it is retried every ~50 ms, which is what
+    /// lets pgboot notice a starting Postgres within ~100 ms.
+    Refused(String),
     /// No wait can fix it.
     Fatal(String),
 }
@@ -184,6 +188,14 @@ pub fn classify(e: &sqlx::Error) -> Failure {
                 _ => Failure::Fatal(msg),
             }
         }
+        sqlx::Error::Io(io)
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound
+            ) =>
+        {
+            Failure::Refused(io.to_string())
+        }
         sqlx::Error::Io(io) => Failure::Transient(io.to_string()),
         sqlx::Error::Tls(t) => Failure::Fatal(format!("TLS: {t}; check sslmode and sslrootcert")),
         sqlx::Error::Configuration(c) => Failure::Fatal(format!("configuration: {c}")),
@@ -196,7 +208,7 @@ pub fn classify(e: &sqlx::Error) -> Failure {
 impl Failure {
     fn text(&self) -> &str {
         match self {
-            Failure::Transient(m) | Failure::Fatal(m) => m,
+            Failure::Transient(m) | Failure::Refused(m) | Failure::Fatal(m) => m,
         }
     }
 }
@@ -226,11 +238,16 @@ pub async fn try_connect(
     }
 }
 
-/// The backoff between attempts: from ~50 ms, doubling, capped at 1 s, with jitter.
+/// The delay after a refused connection: nothing listens, so a try costs a
+/// SYN and a RST; trying often is what detects a starting Postgres quickly.
+const REFUSED_RETRY: Duration = Duration::from_millis(50);
+
+/// The backoff between other attempts: from ~50 ms, doubling, capped near
+/// 1 s. backon's jitter adds up to the delay itself, so the cap is 500 ms.
 fn backoff() -> ExponentialBuilder {
     ExponentialBuilder::new()
         .with_min_delay(Duration::from_millis(50))
-        .with_max_delay(Duration::from_secs(1))
+        .with_max_delay(Duration::from_millis(500))
         .with_factor(2.0)
         .with_jitter()
         .without_max_times()
@@ -257,7 +274,11 @@ pub async fn ready(target: &Target, timeout: Duration) -> Result<PgConnection> {
     let retry = attempt
         .retry(backoff())
         .sleep(tokio::time::sleep)
-        .when(|e| matches!(e, Failure::Transient(_)))
+        .when(|e| !matches!(e, Failure::Fatal(_)))
+        .adjust(|e, delay| match e {
+            Failure::Refused(_) => Some(REFUSED_RETRY),
+            _ => delay,
+        })
         .notify(|e, after| {
             let msg = target.redact(e.text());
             let first = last.borrow().is_none();
@@ -278,7 +299,7 @@ pub async fn ready(target: &Target, timeout: Duration) -> Result<PgConnection> {
             target.display(),
             target.redact(&m)
         ))),
-        Ok(Err(Failure::Transient(m))) => Err(Error::Unavailable(format!(
+        Ok(Err(Failure::Transient(m) | Failure::Refused(m))) => Err(Error::Unavailable(format!(
             "Postgres at {} did not become ready: {}",
             target.addr,
             target.redact(&m)
