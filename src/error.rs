@@ -2,7 +2,7 @@
 //! its exit code (see `exit.rs`).
 //!
 //! Messages never contain a password nor a whole database URL: database
-//! errors are rendered by `wait::describe`, which keeps only host, port,
+//! errors are rendered by `wait::classify`, which keeps only host, port,
 //! user, database and the server's message.
 
 use crate::exit::Exit;

@@ -9,7 +9,7 @@
 //! it with exit 69, naming host:port and the last error.
 //!
 //! No message here contains a password or a whole URL: errors are rendered
-//! by [`describe`] and then passed through [`Target::redact`].
+//! by [`classify`] and then passed through [`Target::redact`].
 
 use std::cell::RefCell;
 use std::str::FromStr;
