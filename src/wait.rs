@@ -262,6 +262,7 @@ pub async fn ready(target: &Target, timeout: Duration) -> Result<PgConnection> {
     let deadline = start + timeout;
     let last: RefCell<Option<String>> = RefCell::new(None);
     let attempts = RefCell::new(0u32);
+    let mut last_refused = false;
     let attempt = || async {
         *attempts.borrow_mut() += 1;
         let left = deadline.saturating_duration_since(Instant::now());
@@ -275,9 +276,16 @@ pub async fn ready(target: &Target, timeout: Duration) -> Result<PgConnection> {
         .retry(backoff())
         .sleep(tokio::time::sleep)
         .when(|e| !matches!(e, Failure::Fatal(_)))
-        .adjust(|e, delay| match e {
-            Failure::Refused(_) => Some(REFUSED_RETRY),
-            _ => delay,
+        .adjust(|e, delay| {
+            // Right after Postgres starts listening it may still say 57P03
+            // for a few ms: the first failure after a run of refusals is
+            // retried as quickly, then the backoff takes over again.
+            let was_refused = std::mem::replace(&mut last_refused, matches!(e, Failure::Refused(_)));
+            if last_refused || was_refused {
+                Some(REFUSED_RETRY)
+            } else {
+                delay
+            }
         })
         .notify(|e, after| {
             let msg = target.redact(e.text());
