@@ -347,6 +347,32 @@ mod tests {
     }
 
     #[test]
+    fn refused_is_told_apart_from_other_transient_errors() {
+        use std::io::{Error as IoError, ErrorKind};
+        let io = |k| sqlx::Error::Io(IoError::from(k));
+        assert!(matches!(
+            classify(&io(ErrorKind::ConnectionRefused)),
+            Failure::Refused(_)
+        ));
+        assert!(matches!(
+            classify(&io(ErrorKind::NotFound)),
+            Failure::Refused(_)
+        ));
+        assert!(matches!(
+            classify(&io(ErrorKind::ConnectionReset)),
+            Failure::Transient(_)
+        ));
+        assert!(matches!(
+            classify(&io(ErrorKind::TimedOut)),
+            Failure::Transient(_)
+        ));
+        assert!(matches!(
+            classify(&sqlx::Error::Tls("bad certificate".into())),
+            Failure::Fatal(_)
+        ));
+    }
+
+    #[test]
     fn addr_names_host_and_port() {
         let t = Target::new(Some("postgres://u:p@db.example:6543/x"), "x").unwrap();
         assert_eq!(t.addr, "db.example:6543");
