@@ -1282,6 +1282,51 @@ fn run_is_fenced_when_its_lock_session_is_terminated_15() {
     run_is_fenced_when_its_lock_session_is_terminated(PgVersion::V15);
 }
 
+/// The same fencing guards an external migration command at boot: the lock
+/// session lost mid-migration stops the command and the server never starts.
+#[test]
+fn migrate_cmd_is_fenced_when_its_lock_session_is_terminated_17() {
+    let db = shared(PgVersion::V17).create_db();
+    let mut r = Running::start(pgb(&[
+        "--database-url",
+        &db.url,
+        "--migrate-cmd",
+        "sh -c 'echo CHILD-PID=$$; exec sleep 30'",
+        "--",
+        "sh",
+        "-c",
+        "echo SERVER-STARTED",
+    ]));
+    r.wait_for_output(Duration::from_secs(20), "the migration command", |o| {
+        o.contains("CHILD-PID=")
+    });
+    let child: u32 = r
+        .stdout()
+        .split("CHILD-PID=")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no child pid\n{}", r.output()));
+    let backend = pgboot_backend(&db, &r);
+    assert_eq!(
+        db.psql(&format!("SELECT pg_terminate_backend({backend})")),
+        "t"
+    );
+    assert_eq!(r.exit_code(Duration::from_secs(20)), 75, "{}", r.output());
+    eventually(
+        Duration::from_secs(2),
+        "the migration command to be gone",
+        || (!pid_alive(child)).then_some(()),
+    );
+    assert!(!r.stdout().contains("SERVER-STARTED"), "{}", r.output());
+    assert!(
+        r.stderr().contains("server is not started"),
+        "{}",
+        r.output()
+    );
+    assert_nothing_left(&db, "after fencing the migration command");
+}
+
 fn run_holds_the_lock_passes_the_status_and_the_lock_env(v: PgVersion) {
     let db = shared(v).create_db();
     let tmp = TempDir::new("boot-run");
