@@ -37,6 +37,26 @@ const THIS_DB: &str =
 
 // ------------------------------------------------------------------ helpers
 
+/// Runs a test written once over `PgVersion` on both servers: a module named
+/// after the test, holding the tests `pg17` and `pg15`.
+macro_rules! on_17_and_15 {
+    ($name:ident) => {
+        mod $name {
+            use super::PgVersion;
+
+            #[test]
+            fn pg17() {
+                super::$name(PgVersion::V17);
+            }
+
+            #[test]
+            fn pg15() {
+                super::$name(PgVersion::V15);
+            }
+        }
+    };
+}
+
 /// A migrations directory holding `files` (name, SQL).
 fn migrations(files: &[(&str, &str)]) -> TempDir {
     let dir = TempDir::new("boot-migrations");
@@ -562,15 +582,7 @@ fn advisory_locks_are_scoped_per_database(v: PgVersion) {
     );
 }
 
-#[test]
-fn advisory_locks_are_scoped_per_database_17() {
-    advisory_locks_are_scoped_per_database(PgVersion::V17);
-}
-
-#[test]
-fn advisory_locks_are_scoped_per_database_15() {
-    advisory_locks_are_scoped_per_database(PgVersion::V15);
-}
+on_17_and_15!(advisory_locks_are_scoped_per_database);
 
 fn the_same_key_held_in_another_database_is_not_reported_as_ours(v: PgVersion) {
     let other = shared(v).create_db();
@@ -617,15 +629,7 @@ fn the_same_key_held_in_another_database_is_not_reported_as_ours(v: PgVersion) {
     );
 }
 
-#[test]
-fn the_same_key_held_in_another_database_is_not_reported_as_ours_17() {
-    the_same_key_held_in_another_database_is_not_reported_as_ours(PgVersion::V17);
-}
-
-#[test]
-fn the_same_key_held_in_another_database_is_not_reported_as_ours_15() {
-    the_same_key_held_in_another_database_is_not_reported_as_ours(PgVersion::V15);
-}
+on_17_and_15!(the_same_key_held_in_another_database_is_not_reported_as_ours);
 
 fn eight_concurrent_boots_migrate_once_and_all_serve(v: PgVersion) {
     let db = shared(v).create_db();
@@ -656,15 +660,7 @@ fn eight_concurrent_boots_migrate_once_and_all_serve(v: PgVersion) {
     assert_nothing_left(&db, "after eight boots");
 }
 
-#[test]
-fn eight_concurrent_boots_migrate_once_and_all_serve_17() {
-    eight_concurrent_boots_migrate_once_and_all_serve(PgVersion::V17);
-}
-
-#[test]
-fn eight_concurrent_boots_migrate_once_and_all_serve_15() {
-    eight_concurrent_boots_migrate_once_and_all_serve(PgVersion::V15);
-}
+on_17_and_15!(eight_concurrent_boots_migrate_once_and_all_serve);
 
 fn no_connection_or_lock_of_pgboot_remains_while_the_server_runs(v: PgVersion) {
     let db = shared(v).create_db();
@@ -682,15 +678,7 @@ fn no_connection_or_lock_of_pgboot_remains_while_the_server_runs(v: PgVersion) {
     assert_eq!(r.exit_code(Duration::from_secs(10)), 143, "{}", r.output());
 }
 
-#[test]
-fn no_connection_or_lock_of_pgboot_remains_while_the_server_runs_17() {
-    no_connection_or_lock_of_pgboot_remains_while_the_server_runs(PgVersion::V17);
-}
-
-#[test]
-fn no_connection_or_lock_of_pgboot_remains_while_the_server_runs_15() {
-    no_connection_or_lock_of_pgboot_remains_while_the_server_runs(PgVersion::V15);
-}
+on_17_and_15!(no_connection_or_lock_of_pgboot_remains_while_the_server_runs);
 
 fn boot_at_head_starts_at_once_without_the_lock_while_it_is_held(v: PgVersion) {
     let db = shared(v).create_db();
@@ -714,15 +702,7 @@ fn boot_at_head_starts_at_once_without_the_lock_while_it_is_held(v: PgVersion) {
     );
 }
 
-#[test]
-fn boot_at_head_starts_at_once_without_the_lock_while_it_is_held_17() {
-    boot_at_head_starts_at_once_without_the_lock_while_it_is_held(PgVersion::V17);
-}
-
-#[test]
-fn boot_at_head_starts_at_once_without_the_lock_while_it_is_held_15() {
-    boot_at_head_starts_at_once_without_the_lock_while_it_is_held(PgVersion::V15);
-}
+on_17_and_15!(boot_at_head_starts_at_once_without_the_lock_while_it_is_held);
 
 fn pending_boot_waits_naming_the_holder_and_proceeds_promptly_after_release(v: PgVersion) {
     let db = shared(v).create_db();
@@ -753,15 +733,7 @@ fn pending_boot_waits_naming_the_holder_and_proceeds_promptly_after_release(v: P
     assert!(exists(&db, "t"));
 }
 
-#[test]
-fn pending_boot_waits_naming_the_holder_and_proceeds_promptly_after_release_17() {
-    pending_boot_waits_naming_the_holder_and_proceeds_promptly_after_release(PgVersion::V17);
-}
-
-#[test]
-fn pending_boot_waits_naming_the_holder_and_proceeds_promptly_after_release_15() {
-    pending_boot_waits_naming_the_holder_and_proceeds_promptly_after_release(PgVersion::V15);
-}
+on_17_and_15!(pending_boot_waits_naming_the_holder_and_proceeds_promptly_after_release);
 
 fn lock_timeout_while_held_exits_75(v: PgVersion) {
     let db = shared(v).create_db();
@@ -788,15 +760,7 @@ fn lock_timeout_while_held_exits_75(v: PgVersion) {
     assert_eq!(other_sessions(&db, &[holder_pid]), Vec::<String>::new());
 }
 
-#[test]
-fn lock_timeout_while_held_exits_75_17() {
-    lock_timeout_while_held_exits_75(PgVersion::V17);
-}
-
-#[test]
-fn lock_timeout_while_held_exits_75_15() {
-    lock_timeout_while_held_exits_75(PgVersion::V15);
-}
+on_17_and_15!(lock_timeout_while_held_exits_75);
 
 fn lock_key_integer_and_name_lock_the_right_key(v: PgVersion) {
     let db = shared(v).create_db();
@@ -827,15 +791,7 @@ fn lock_key_integer_and_name_lock_the_right_key(v: PgVersion) {
     }
 }
 
-#[test]
-fn lock_key_integer_and_name_lock_the_right_key_17() {
-    lock_key_integer_and_name_lock_the_right_key(PgVersion::V17);
-}
-
-#[test]
-fn lock_key_integer_and_name_lock_the_right_key_15() {
-    lock_key_integer_and_name_lock_the_right_key(PgVersion::V15);
-}
+on_17_and_15!(lock_key_integer_and_name_lock_the_right_key);
 
 // -------------------------------------------------- migrations (17 and 15)
 
@@ -889,15 +845,7 @@ fn failing_migration_exits_65_applies_nothing_of_it_and_frees_the_lock(v: PgVers
     assert_eq!(db.psql("SELECT count(*) FROM half"), "1");
 }
 
-#[test]
-fn failing_migration_exits_65_applies_nothing_of_it_and_frees_the_lock_17() {
-    failing_migration_exits_65_applies_nothing_of_it_and_frees_the_lock(PgVersion::V17);
-}
-
-#[test]
-fn failing_migration_exits_65_applies_nothing_of_it_and_frees_the_lock_15() {
-    failing_migration_exits_65_applies_nothing_of_it_and_frees_the_lock(PgVersion::V15);
-}
+on_17_and_15!(failing_migration_exits_65_applies_nothing_of_it_and_frees_the_lock);
 
 fn migration_left_failed_by_an_earlier_run_is_refused_with_65(v: PgVersion) {
     let db = shared(v).create_db();
@@ -924,15 +872,7 @@ fn migration_left_failed_by_an_earlier_run_is_refused_with_65(v: PgVersion) {
     assert_nothing_left(&db, "after refusing");
 }
 
-#[test]
-fn migration_left_failed_by_an_earlier_run_is_refused_with_65_17() {
-    migration_left_failed_by_an_earlier_run_is_refused_with_65(PgVersion::V17);
-}
-
-#[test]
-fn migration_left_failed_by_an_earlier_run_is_refused_with_65_15() {
-    migration_left_failed_by_an_earlier_run_is_refused_with_65(PgVersion::V15);
-}
+on_17_and_15!(migration_left_failed_by_an_earlier_run_is_refused_with_65);
 
 /// A `-- no-transaction` migration (`CREATE INDEX CONCURRENTLY` cannot run in
 /// a transaction) is applied while other replicas wait for the lock. A waiter
@@ -973,15 +913,7 @@ fn create_index_concurrently_completes_while_replicas_wait(v: PgVersion) {
     assert_eq!(recorded(&db), "1:true,2:true");
 }
 
-#[test]
-fn create_index_concurrently_completes_while_replicas_wait_17() {
-    create_index_concurrently_completes_while_replicas_wait(PgVersion::V17);
-}
-
-#[test]
-fn create_index_concurrently_completes_while_replicas_wait_15() {
-    create_index_concurrently_completes_while_replicas_wait(PgVersion::V15);
-}
+on_17_and_15!(create_index_concurrently_completes_while_replicas_wait);
 
 fn migration_changed_after_apply_exits_65_naming_the_file(v: PgVersion) {
     let db = shared(v).create_db();
@@ -1002,15 +934,7 @@ fn migration_changed_after_apply_exits_65_naming_the_file(v: PgVersion) {
     assert_nothing_left(&db, "after the checksum refusal");
 }
 
-#[test]
-fn migration_changed_after_apply_exits_65_naming_the_file_17() {
-    migration_changed_after_apply_exits_65_naming_the_file(PgVersion::V17);
-}
-
-#[test]
-fn migration_changed_after_apply_exits_65_naming_the_file_15() {
-    migration_changed_after_apply_exits_65_naming_the_file(PgVersion::V15);
-}
+on_17_and_15!(migration_changed_after_apply_exits_65_naming_the_file);
 
 fn duplicate_versions_exit_65_before_touching_anything(v: PgVersion) {
     let db = shared(v).create_db();
@@ -1028,15 +952,7 @@ fn duplicate_versions_exit_65_before_touching_anything(v: PgVersion) {
     assert_eq!(recorded(&db), "");
 }
 
-#[test]
-fn duplicate_versions_exit_65_before_touching_anything_17() {
-    duplicate_versions_exit_65_before_touching_anything(PgVersion::V17);
-}
-
-#[test]
-fn duplicate_versions_exit_65_before_touching_anything_15() {
-    duplicate_versions_exit_65_before_touching_anything(PgVersion::V15);
-}
+on_17_and_15!(duplicate_versions_exit_65_before_touching_anything);
 
 fn database_ahead_warns_and_serves_or_fails_with_65(v: PgVersion) {
     let db = shared(v).create_db();
@@ -1075,15 +991,7 @@ fn database_ahead_warns_and_serves_or_fails_with_65(v: PgVersion) {
     assert!(r.stderr().contains("does not know: 3"), "{}", r.output());
 }
 
-#[test]
-fn database_ahead_warns_and_serves_or_fails_with_65_17() {
-    database_ahead_warns_and_serves_or_fails_with_65(PgVersion::V17);
-}
-
-#[test]
-fn database_ahead_warns_and_serves_or_fails_with_65_15() {
-    database_ahead_warns_and_serves_or_fails_with_65(PgVersion::V15);
-}
+on_17_and_15!(database_ahead_warns_and_serves_or_fails_with_65);
 
 fn status_reports_and_migrate_applies_without_starting_anything(v: PgVersion) {
     let db = shared(v).create_db();
@@ -1134,15 +1042,7 @@ fn status_reports_and_migrate_applies_without_starting_anything(v: PgVersion) {
     );
 }
 
-#[test]
-fn status_reports_and_migrate_applies_without_starting_anything_17() {
-    status_reports_and_migrate_applies_without_starting_anything(PgVersion::V17);
-}
-
-#[test]
-fn status_reports_and_migrate_applies_without_starting_anything_15() {
-    status_reports_and_migrate_applies_without_starting_anything(PgVersion::V15);
-}
+on_17_and_15!(status_reports_and_migrate_applies_without_starting_anything);
 
 // ------------------------------------------- signals under the lock (17, 15)
 
@@ -1174,15 +1074,7 @@ fn sigterm_while_waiting_for_the_lock_exits_143_and_leaves_no_lock(v: PgVersion)
     assert!(!exists(&db, "t"));
 }
 
-#[test]
-fn sigterm_while_waiting_for_the_lock_exits_143_and_leaves_no_lock_17() {
-    sigterm_while_waiting_for_the_lock_exits_143_and_leaves_no_lock(PgVersion::V17);
-}
-
-#[test]
-fn sigterm_while_waiting_for_the_lock_exits_143_and_leaves_no_lock_15() {
-    sigterm_while_waiting_for_the_lock_exits_143_and_leaves_no_lock(PgVersion::V15);
-}
+on_17_and_15!(sigterm_while_waiting_for_the_lock_exits_143_and_leaves_no_lock);
 
 fn sigterm_during_a_slow_migration_exits_143_rolls_back_and_frees_the_lock(v: PgVersion) {
     let db = shared(v).create_db();
@@ -1213,15 +1105,7 @@ fn sigterm_during_a_slow_migration_exits_143_rolls_back_and_frees_the_lock(v: Pg
     assert_eq!(recorded(&db), "1:true");
 }
 
-#[test]
-fn sigterm_during_a_slow_migration_exits_143_rolls_back_and_frees_the_lock_17() {
-    sigterm_during_a_slow_migration_exits_143_rolls_back_and_frees_the_lock(PgVersion::V17);
-}
-
-#[test]
-fn sigterm_during_a_slow_migration_exits_143_rolls_back_and_frees_the_lock_15() {
-    sigterm_during_a_slow_migration_exits_143_rolls_back_and_frees_the_lock(PgVersion::V15);
-}
+on_17_and_15!(sigterm_during_a_slow_migration_exits_143_rolls_back_and_frees_the_lock);
 
 // ------------------------------------------------------ `run` (17 and 15)
 
@@ -1272,15 +1156,7 @@ fn run_is_fenced_when_its_lock_session_is_terminated(v: PgVersion) {
     assert_nothing_left(&db, "after fencing");
 }
 
-#[test]
-fn run_is_fenced_when_its_lock_session_is_terminated_17() {
-    run_is_fenced_when_its_lock_session_is_terminated(PgVersion::V17);
-}
-
-#[test]
-fn run_is_fenced_when_its_lock_session_is_terminated_15() {
-    run_is_fenced_when_its_lock_session_is_terminated(PgVersion::V15);
-}
+on_17_and_15!(run_is_fenced_when_its_lock_session_is_terminated);
 
 /// The same fencing guards an external migration command at boot: the lock
 /// session lost mid-migration stops the command and the server never starts.
@@ -1361,12 +1237,4 @@ fn run_holds_the_lock_passes_the_status_and_the_lock_env(v: PgVersion) {
     }
 }
 
-#[test]
-fn run_holds_the_lock_passes_the_status_and_the_lock_env_17() {
-    run_holds_the_lock_passes_the_status_and_the_lock_env(PgVersion::V17);
-}
-
-#[test]
-fn run_holds_the_lock_passes_the_status_and_the_lock_env_15() {
-    run_holds_the_lock_passes_the_status_and_the_lock_env(PgVersion::V15);
-}
+on_17_and_15!(run_holds_the_lock_passes_the_status_and_the_lock_env);
