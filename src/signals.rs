@@ -12,7 +12,7 @@
 //! and is acted on, never lost.
 
 use std::collections::BTreeMap;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::AsFd;
 
 use nix::errno::Errno;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
@@ -271,18 +271,6 @@ impl AsyncSignals {
     #[must_use]
     pub fn into_inner(self) -> SignalFd {
         self.0.into_inner()
-    }
-}
-
-impl AsRawFd for AsyncSignals {
-    fn as_raw_fd(&self) -> RawFd {
-        self.0.as_raw_fd()
-    }
-}
-
-impl AsFd for AsyncSignals {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.0.get_ref().as_fd()
     }
 }
 
