@@ -2,8 +2,8 @@
 //! its exit code (see `exit.rs`).
 //!
 //! Messages never contain a password nor a whole database URL: database
-//! errors are rendered by `wait::classify`, which keeps only host, port,
-//! user, database and the server's message.
+//! errors are rendered by `failure::classify`, which keeps only the server's
+//! message and SQLSTATE, and the wait redacts what it shows.
 
 use crate::exit::Exit;
 
@@ -13,9 +13,15 @@ pub enum Error {
     /// Bad flags or environment values.
     #[error("{0}")]
     Usage(String),
-    /// Postgres did not become ready in time.
+    /// Postgres did not become ready in time, or did not come back in time
+    /// after the connection was lost.
     #[error("{0}")]
     Unavailable(String),
+    /// The connection was lost, or the server went away, after the first
+    /// `SELECT 1`: boot goes back to waiting. Says what pgboot was doing.
+    /// Where it is not retried (`status`), it ends pgboot as `Unavailable`.
+    #[error("lost the connection to Postgres while {0}")]
+    Lost(String),
     /// A database error no wait can fix.
     #[error("{0}")]
     Config(String),
@@ -52,7 +58,7 @@ impl Error {
     pub fn exit(&self) -> Exit {
         match self {
             Error::Usage(_) => Exit::Usage,
-            Error::Unavailable(_) => Exit::Unavailable,
+            Error::Unavailable(_) | Error::Lost(_) => Exit::Unavailable,
             Error::Config(_) => Exit::Config,
             Error::Lock(_) => Exit::Lock,
             Error::Migration(_) => Exit::Migration,

@@ -6,8 +6,15 @@
 //! blocked waiter holds a snapshot, and a `CREATE INDEX CONCURRENTLY` in the
 //! holder's migration then waits for it forever (see flyway#1654,
 //! golang-migrate#960). Between polls the waiter is idle. Failures: the lock
-//! not taken within `--lock-timeout`, or lost while held → exit 75; the lock
-//! not held by our own backend (a transaction-pooling `PgBouncer`) → exit 78.
+//! not taken within `--lock-timeout`, or its session gone silent while a
+//! command runs (fencing) → exit 75; a transaction-pooling `PgBouncer`
+//! between pgboot and Postgres → exit 78, detected before the lock is taken,
+//! and a lock that lands on another backend anyway is never acted on nor
+//! left behind; the connection lost → `Error::Lost` (boot waits again).
+//!
+//! Every query here is a simple-protocol query (`sql.rs`), and every one
+//! that matters names its backend (`pg_backend_pid()` in the same
+//! statement), so a pooler cannot make pgboot believe a lie.
 
 use std::time::{Duration, Instant};
 
@@ -16,6 +23,9 @@ use sqlx::{Connection, Row};
 
 use crate::config::LockKey;
 use crate::error::{Error, Result};
+use crate::failure::{self, db_error};
+use crate::sql::{self, lit};
+use crate::wait::Target;
 
 /// How often a waiter tries the lock. Bounds the handoff latency: a waiter
 /// takes a released lock within one interval.
@@ -25,27 +35,59 @@ const REPORT_EVERY: Duration = Duration::from_secs(5);
 /// How often a killed holder's backend checks that its client is still there.
 const CHECK_INTERVAL_MS: u32 = 1000;
 
+/// Server-side TCP settings for every session that holds the lock or runs
+/// under it: a replica cut off by the network (no RST, packets dropped) is
+/// found dead after 5 s idle + 3 probes 2 s apart, or 10 s of unacknowledged
+/// data, instead of the kernel's default two hours; its backend then ends
+/// and the lock is freed within ~15 s. All four are settable by any role;
+/// they do nothing on a Unix socket.
+const TCP_SETTINGS: [(&str, &str); 4] = [
+    ("tcp_keepalives_idle", "5"),
+    ("tcp_keepalives_interval", "2"),
+    ("tcp_keepalives_count", "3"),
+    ("tcp_user_timeout", "10000"),
+];
+
 /// Settings for the lock session, applied only where the server knows them
 /// (`client_connection_check_interval` and `idle_session_timeout` are 14+).
-const SESSION_SQL: &str = "\
-SELECT count(set_config(s.name, s.value, false)) FROM (VALUES
-  ('statement_timeout', '0'),
-  ('idle_session_timeout', '0'),
-  ('idle_in_transaction_session_timeout', '0'),
-  ('client_connection_check_interval', $1),
-  ('tcp_keepalives_idle', '5'),
-  ('tcp_keepalives_interval', '2'),
-  ('tcp_keepalives_count', '3')
-) AS s(name, value) WHERE s.name IN (SELECT name FROM pg_settings)";
+fn session_sql() -> String {
+    let mut values = vec![
+        ("statement_timeout".to_string(), "0".to_string()),
+        ("idle_session_timeout".into(), "0".into()),
+        ("idle_in_transaction_session_timeout".into(), "0".into()),
+        (
+            "client_connection_check_interval".into(),
+            CHECK_INTERVAL_MS.to_string(),
+        ),
+    ];
+    values.extend(
+        TCP_SETTINGS
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), (*v).to_string())),
+    );
+    let rows: Vec<String> = values
+        .iter()
+        .map(|(k, v)| format!("({}, {})", lit(k), lit(v)))
+        .collect();
+    format!(
+        "SELECT count(set_config(s.name, s.value, false)) FROM (VALUES {}) AS s(name, value) \
+         WHERE s.name IN (SELECT name FROM pg_settings)",
+        rows.join(", ")
+    )
+}
 
 /// The `pg_locks` row of an advisory lock on a 64-bit key: classid holds the
 /// high 32 bits, objid the low 32 bits, objsubid is 1. Advisory locks belong
 /// to a database, and `pg_locks` lists the whole cluster's: the same key in
 /// another database is another lock, its holder and waiters none of ours.
-const LOCK_ROW: &str = "l.locktype = 'advisory' AND l.objsubid = 1 \
-  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-  AND l.classid::bigint = (($1::bigint >> 32) & 4294967295) \
-  AND l.objid::bigint = ($1::bigint & 4294967295)";
+fn lock_row(key: i64) -> String {
+    format!(
+        "l.locktype = 'advisory' AND l.objsubid = 1 \
+         AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+         AND l.classid::bigint = (({key}::bigint >> 32) & 4294967295) \
+         AND l.objid::bigint = ({key}::bigint & 4294967295)"
+    )
+}
 
 /// Resolves `--lock-key` to its 64-bit key: a name `K` is the server's
 /// `hashtextextended('K', 0)`, so anyone can take the same lock from SQL.
@@ -55,20 +97,11 @@ const LOCK_ROW: &str = "l.locktype = 'advisory' AND l.objsubid = 1 \
 pub async fn resolve_key(conn: &mut PgConnection, key: &LockKey) -> Result<i64> {
     match key {
         LockKey::Int(k) => Ok(*k),
-        LockKey::Name(name) => sqlx::query_scalar("SELECT hashtextextended($1, 0)")
-            .bind(name)
-            .fetch_one(conn)
-            .await
-            .map_err(|e| db_error("resolving the lock key", &e)),
-    }
-}
-
-fn db_error(what: &str, e: &sqlx::Error) -> Error {
-    match crate::wait::classify(e) {
-        crate::wait::Failure::Transient(m) | crate::wait::Failure::Refused(m) => {
-            Error::Lock(format!("{what}: {m}"))
+        LockKey::Name(name) => {
+            sql::scalar(conn, &format!("SELECT hashtextextended({}, 0)", lit(name)))
+                .await
+                .map_err(|e| db_error("resolving the lock key", &e))
         }
-        crate::wait::Failure::Fatal(m) => Error::Config(format!("{what}: {m}")),
     }
 }
 
@@ -110,16 +143,14 @@ pub async fn holder(
     conn: &mut PgConnection,
     key: i64,
 ) -> std::result::Result<Option<Holder>, sqlx::Error> {
-    let sql = format!(
+    let q = format!(
         "SELECT a.pid, coalesce(a.application_name, ''), coalesce(host(a.client_addr), 'local'), \
            coalesce(extract(epoch FROM now() - a.backend_start)::bigint, 0) \
          FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
-         WHERE l.granted AND {LOCK_ROW} LIMIT 1"
+         WHERE l.granted AND {} LIMIT 1",
+        lock_row(key)
     );
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(key)
-        .fetch_optional(conn)
-        .await?;
+    let row = sql::row(conn, &q).await?;
     Ok(row.map(|r| Holder {
         pid: r.get(0),
         application_name: r.get(1),
@@ -137,8 +168,10 @@ pub struct Lock {
     pub backend_pid: i32,
     /// The server's `server_version_num`.
     pub server_version: i32,
+    postmaster_start: String,
     acquired: Instant,
     warned_nested: bool,
+    ended: bool,
 }
 
 /// The `pgboot@HOSTNAME` application name of the lock session.
@@ -151,82 +184,247 @@ pub fn application_name() -> String {
     format!("pgboot@{host}")
 }
 
-/// Prepares `conn` as the lock session: settings, and the key resolved.
-///
-/// # Errors
-/// A query failed.
-pub async fn prepare(conn: &mut PgConnection, key: &LockKey) -> Result<(i64, i32, i32)> {
-    sqlx::query("SELECT set_config('application_name', $1, false)")
-        .bind(application_name())
-        .execute(&mut *conn)
-        .await
-        .map_err(|e| db_error("setting application_name", &e))?;
-    sqlx::query(SESSION_SQL)
-        .bind(CHECK_INTERVAL_MS.to_string())
-        .execute(&mut *conn)
+/// The lock session as prepared: the key resolved, and who the session is.
+struct Session {
+    key: i64,
+    backend_pid: i32,
+    server_version: i32,
+    postmaster_start: String,
+}
+
+/// Prepares `conn` as the lock session: settings, identity, the key resolved.
+async fn prepare(conn: &mut PgConnection, key: &LockKey) -> Result<Session> {
+    sql::execute(
+        conn,
+        &format!(
+            "SELECT set_config('application_name', {}, false)",
+            lit(&application_name())
+        ),
+    )
+    .await
+    .map_err(|e| db_error("setting application_name", &e))?;
+    sql::execute(conn, &session_sql())
         .await
         .map_err(|e| db_error("configuring the lock session", &e))?;
-    let row = sqlx::query("SELECT pg_backend_pid(), current_setting('server_version_num')::int")
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(|e| db_error("reading the backend pid", &e))?;
+    let row = sql::row(
+        conn,
+        "SELECT pg_backend_pid(), current_setting('server_version_num')::int, \
+                pg_postmaster_start_time()::text",
+    )
+    .await
+    .map_err(|e| db_error("reading the backend pid", &e))?
+    .ok_or_else(|| Error::Internal("SELECT pg_backend_pid() returned no row".into()))?;
+    let read = |e: sqlx::Error| db_error("reading the backend pid", &e);
+    let (backend_pid, server_version, postmaster_start) = (
+        row.try_get(0).map_err(read)?,
+        row.try_get(1).map_err(read)?,
+        row.try_get(2).map_err(read)?,
+    );
     let key = resolve_key(conn, key).await?;
-    Ok((key, row.get(0), row.get(1)))
+    Ok(Session {
+        key,
+        backend_pid,
+        server_version,
+        postmaster_start,
+    })
+}
+
+/// The exit-78 error for a pooler that shares server connections between
+/// clients: a session-level lock taken through it is not pgboot's.
+fn pooled_error(key: i64, evidence: &str) -> Error {
+    Error::Config(format!(
+        "a transaction- or statement-pooling pooler (PgBouncer?) sits between pgboot and Postgres: \
+         {evidence}. A session-level advisory lock (key {key}) cannot be held through it, so \
+         nothing was migrated; point --migrate-database-url (PGBOOT_MIGRATE_DATABASE_URL) at \
+         Postgres directly or at a session-mode pool, and keep DATABASE_URL pooled for the server"
+    ))
+}
+
+/// How many rounds the pooling probe makes. One is enough when the pool is
+/// idle; under load each round is another chance to see a server change hands.
+const POOL_PROBE_ROUNDS: usize = 3;
+/// The longest the probe waits for its second connection or an answer; a
+/// session-mode pool with no free server queues it, which proves nothing.
+const POOL_PROBE_LIMIT: Duration = Duration::from_secs(2);
+
+/// Detects transaction (or statement) pooling before the lock is taken.
+///
+/// A second client connection opens a transaction, which pins a server
+/// connection to it, and asks for its backend pid; then the lock session
+/// asks for its own. Connected directly or through a session-mode pool, the
+/// lock session keeps its own backend, and no other client ever gets it.
+/// Through a transaction pool, an idle lock session's server goes back to the
+/// pool between statements: the second client is handed that very backend
+/// (`PgBouncer` reuses the most recently released server first), or, under
+/// load, the lock session's next statement runs on another one. Statement
+/// pooling refuses the transaction outright.
+async fn detect_pooling(target: &Target, conn: &mut PgConnection, s: &Session) -> Result<()> {
+    let Ok(mut other) = crate::wait::try_connect(target, POOL_PROBE_LIMIT).await else {
+        tracing::debug!("pooling probe: no second connection; relying on the per-statement checks");
+        return Ok(());
+    };
+    let mut verdict = Ok(());
+    for _ in 0..POOL_PROBE_ROUNDS {
+        let round = async {
+            if let Err(e) = sql::execute(&mut other, "BEGIN").await {
+                return if failure::connection_lost(&e) {
+                    Ok(Ok(()))
+                } else {
+                    Ok(Err(format!(
+                        "a transaction was refused ({})",
+                        failure::classify(&e).text()
+                    )))
+                };
+            }
+            let theirs: i32 = sql::scalar(&mut other, "SELECT pg_backend_pid()").await?;
+            let ours: i32 = sql::scalar(conn, "SELECT pg_backend_pid()").await?;
+            sql::execute(&mut other, "ROLLBACK").await?;
+            Ok::<_, sqlx::Error>(if theirs == s.backend_pid {
+                Err(format!(
+                    "another client connection was given this session's server backend (pid {theirs})"
+                ))
+            } else if ours == s.backend_pid {
+                Ok(())
+            } else {
+                Err(format!(
+                    "this session's statements ran on server backends {} and {ours}",
+                    s.backend_pid
+                ))
+            })
+        };
+        match tokio::time::timeout(POOL_PROBE_LIMIT, round).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(evidence))) => {
+                verdict = Err(pooled_error(s.key, &evidence));
+                break;
+            }
+            Ok(Err(e)) if !failure::connection_lost(&e) => {
+                tracing::debug!(error = %e, "pooling probe failed; relying on the per-statement checks");
+                break;
+            }
+            Ok(Err(e)) => {
+                verdict = Err(db_error("checking for a pooler", &e));
+                break;
+            }
+            Err(_) => {
+                tracing::debug!(
+                    "pooling probe got no answer in time; relying on the per-statement checks"
+                );
+                break;
+            }
+        }
+    }
+    crate::migrate::close(other).await;
+    verdict
+}
+
+/// The lock wait's bookkeeping: when to say who holds the lock, and when to
+/// give up.
+struct Waiting {
+    start: Instant,
+    timeout: Duration,
+    next_report: Instant,
+    first_seen: Option<(i32, Instant)>,
+}
+
+impl Waiting {
+    fn new(start: Instant, timeout: Duration) -> Self {
+        Waiting {
+            start,
+            timeout,
+            next_report: start,
+            first_seen: None,
+        }
+    }
+
+    /// Every [`REPORT_EVERY`], logs who holds the lock; past `--lock-timeout`,
+    /// the exit-75 error naming the holder.
+    async fn report(&mut self, conn: &mut PgConnection, key: i64) -> Result<()> {
+        let now = Instant::now();
+        let expired = now.duration_since(self.start) >= self.timeout;
+        if now < self.next_report && !expired {
+            return Ok(());
+        }
+        let h = holder(conn, key).await.ok().flatten();
+        if let Some(h) = &h {
+            if self.first_seen.is_none_or(|(pid, _)| pid != h.pid) {
+                self.first_seen = Some((h.pid, now));
+            }
+        }
+        let held_for = self.first_seen.map_or(Duration::ZERO, |(_, t)| now - t);
+        if expired {
+            return Err(Error::Lock(format!(
+                "advisory lock {key} not acquired within {} (--lock-timeout); held by {}",
+                humantime::format_duration(self.timeout),
+                h.map_or_else(
+                    || "a session that has just let go".to_string(),
+                    |h| format!("{h}, seen holding it for {}s", held_for.as_secs())
+                )
+            )));
+        }
+        if let Some(h) = h {
+            tracing::info!(
+                key,
+                holder_pid = h.pid,
+                holder = %h.application_name,
+                client = %h.client,
+                held_for_s = held_for.as_secs(),
+                waited_s = (now - self.start).as_secs(),
+                "waiting for the migration lock"
+            );
+        } else {
+            tracing::info!(key, "waiting for the migration lock");
+        }
+        self.next_report = now + REPORT_EVERY;
+        Ok(())
+    }
 }
 
 /// Takes the lock on `conn`, polling until `timeout`.
 ///
 /// # Errors
-/// Exit 75 when the timeout passes (naming the holder); exit 78 when the
-/// lock lands on another backend (a pooler between pgboot and Postgres).
-pub async fn acquire(mut conn: PgConnection, key: &LockKey, timeout: Duration) -> Result<Lock> {
+/// Exit 75 when the timeout passes (naming the holder); exit 78 when a
+/// pooler shares server connections (before the lock is taken, or if the
+/// lock lands on another backend anyway: then that backend is ended, so the
+/// lock is not left behind in the pool); `Error::Lost` when the connection is.
+pub async fn acquire(
+    target: &Target,
+    mut conn: PgConnection,
+    key: &LockKey,
+    timeout: Duration,
+) -> Result<Lock> {
     let start = Instant::now();
-    let (key, backend_pid, server_version) = prepare(&mut conn, key).await?;
-    let mut next_report = start;
-    let mut first_seen: Option<(i32, Instant)> = None;
+    let s = prepare(&mut conn, key).await?;
+    detect_pooling(target, &mut conn, &s).await?;
+    let key = s.key;
+    let mut waiting = Waiting::new(start, timeout);
+    let try_lock = format!("SELECT pg_try_advisory_lock({key}), pg_backend_pid()");
     loop {
-        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(key)
-            .fetch_one(&mut conn)
+        let row = sql::row(&mut conn, &try_lock)
             .await
+            .and_then(|r| r.ok_or(sqlx::Error::RowNotFound))
+            .and_then(|r| Ok((r.try_get::<bool, _>(0)?, r.try_get::<i32, _>(1)?)))
             .map_err(|e| db_error("trying the advisory lock", &e))?;
-        if got {
-            break;
-        }
-        let now = Instant::now();
-        if now >= next_report || now >= start + timeout {
-            let h = holder(&mut conn, key).await.ok().flatten();
-            if let Some(h) = &h {
-                if first_seen.is_none_or(|(pid, _)| pid != h.pid) {
-                    first_seen = Some((h.pid, now));
+        match row {
+            (got, pid) if pid != s.backend_pid => {
+                if got {
+                    end_backend(&mut conn, pid).await;
                 }
-            }
-            let held_for = first_seen.map_or(Duration::ZERO, |(_, t)| now - t);
-            if now >= start + timeout {
-                let _ = conn.close().await;
-                return Err(Error::Lock(format!(
-                    "advisory lock {key} not acquired within {} (--lock-timeout); held by {}",
-                    humantime::format_duration(timeout),
-                    h.map_or_else(
-                        || "a session that has just let go".to_string(),
-                        |h| format!("{h}, seen holding it for {}s", held_for.as_secs())
-                    )
-                )));
-            }
-            if let Some(h) = h {
-                tracing::info!(
+                let _ = tokio::time::timeout(Duration::from_secs(2), conn.close()).await;
+                return Err(pooled_error(
                     key,
-                    holder_pid = h.pid,
-                    holder = %h.application_name,
-                    client = %h.client,
-                    held_for_s = held_for.as_secs(),
-                    waited_s = (now - start).as_secs(),
-                    "waiting for the migration lock"
-                );
-            } else {
-                tracing::info!(key, "waiting for the migration lock");
+                    &format!(
+                        "the lock was tried on server backend {pid}, not on this session's {}",
+                        s.backend_pid
+                    ),
+                ));
             }
-            next_report = now + REPORT_EVERY;
+            (true, _) => break,
+            (false, _) => {}
+        }
+        if let Err(e) = waiting.report(&mut conn, key).await {
+            let _ = tokio::time::timeout(Duration::from_secs(2), conn.close()).await;
+            return Err(e);
         }
         // Jitter keeps several waiters from polling in lockstep.
         let jitter = u64::from(std::process::id() % 20);
@@ -235,27 +433,53 @@ pub async fn acquire(mut conn: PgConnection, key: &LockKey, timeout: Duration) -
     let mut lock = Lock {
         conn: Some(conn),
         key,
-        backend_pid,
-        server_version,
+        backend_pid: s.backend_pid,
+        server_version: s.server_version,
+        postmaster_start: s.postmaster_start,
         acquired: Instant::now(),
         warned_nested: false,
+        ended: false,
     };
-    if !lock.held_by_us().await.unwrap_or(false) {
-        lock.release().await;
-        return Err(Error::Config(format!(
-            "advisory lock {key} was taken but is not held by this session's backend \
-             (pid {backend_pid}): a transaction-pooling PgBouncer sits between pgboot and \
-             Postgres; point --migrate-database-url (PGBOOT_MIGRATE_DATABASE_URL) at Postgres \
-             directly or at a session-mode pool"
-        )));
+    match lock.held_by_us().await {
+        Ok(true) => {}
+        Ok(false) => {
+            lock.release().await;
+            return Err(pooled_error(
+                key,
+                "pg_locks does not list the lock under this session's backend",
+            ));
+        }
+        Err(e) => {
+            drop(lock);
+            return Err(db_error("checking the advisory lock", &e));
+        }
     }
     tracing::info!(
         key,
-        backend_pid,
+        backend_pid = s.backend_pid,
         waited_ms = start.elapsed().as_millis(),
         "migration lock acquired"
     );
     Ok(lock)
+}
+
+/// Ends server backend `pid` (it holds a lock that is not pgboot's to keep).
+/// A role may end its own backends; if this one may not, say so.
+async fn end_backend(conn: &mut PgConnection, pid: i32) {
+    let q = format!("SELECT pg_terminate_backend({pid})");
+    let ended = tokio::time::timeout(Duration::from_secs(3), sql::scalar::<bool>(conn, &q)).await;
+    if let Ok(Ok(true)) = ended {
+        tracing::warn!(
+            backend_pid = pid,
+            "ended the pooled server connection that took the advisory lock"
+        );
+    } else {
+        tracing::error!(
+            backend_pid = pid,
+            "could not end the pooled server connection that took the advisory lock; \
+             end it with SELECT pg_terminate_backend({pid})"
+        );
+    }
 }
 
 impl Lock {
@@ -275,37 +499,63 @@ impl Lock {
         self.acquired.elapsed()
     }
 
+    /// Whether the lock session was lost because Postgres itself went away
+    /// (shut down, restarted, or recovering from a crash), which ends every
+    /// session and rolls back every transaction — the migration command's
+    /// too. Evidence: the fencing check saw the session end with an error
+    /// (not silence, which a partition gives), and a fresh connection is
+    /// refused, or finds a postmaster started since the lock was taken.
+    /// A session ended alone (`pg_terminate_backend`) is not this: the
+    /// command's sessions may live on, so that is fencing (75).
+    pub async fn server_went_away(&self, target: &Target) -> bool {
+        if !self.ended {
+            return false;
+        }
+        let Ok(mut c) = crate::wait::try_connect(target, Duration::from_secs(2)).await else {
+            return true;
+        };
+        let now: std::result::Result<String, _> =
+            sql::scalar(&mut c, "SELECT pg_postmaster_start_time()::text").await;
+        crate::migrate::close(c).await;
+        now.map_or(true, |t| t != self.postmaster_start)
+    }
+
     async fn held_by_us(&mut self) -> std::result::Result<bool, sqlx::Error> {
-        let sql = format!(
-            "SELECT count(*) FROM pg_locks l WHERE l.granted AND l.pid = pg_backend_pid() AND {LOCK_ROW}"
+        let q = format!(
+            "SELECT count(*) FROM pg_locks l WHERE l.granted AND l.pid = pg_backend_pid() AND {}",
+            lock_row(self.key)
         );
-        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-            .bind(self.key)
-            .fetch_one(self.conn())
-            .await?;
+        let n: i64 = sql::scalar(self.conn(), &q).await?;
         Ok(n > 0)
     }
 
-    /// Releases the lock explicitly and closes its connection. Never fails:
-    /// a failed unlock is logged, and closing the session frees the lock anyway.
-    pub async fn release(mut self) {
+    /// Releases the lock explicitly and closes its connection; returns how
+    /// long it was held. Never fails: a failed unlock is logged, and closing
+    /// the session frees the lock anyway. The unlock names its backend: if it
+    /// ran on another one (a pooler), the lock's own backend is ended.
+    pub async fn release(mut self) -> Duration {
+        let held = self.held();
         let key = self.key;
         let Some(mut conn) = self.conn.take() else {
-            return;
+            return held;
         };
-        let unlocked = tokio::time::timeout(
-            Duration::from_secs(5),
-            sqlx::query_scalar::<_, bool>("SELECT pg_advisory_unlock($1)")
-                .bind(key)
-                .fetch_one(&mut conn),
-        )
-        .await;
+        let unlock = format!("SELECT pg_advisory_unlock({key}), pg_backend_pid()");
+        let unlocked =
+            tokio::time::timeout(Duration::from_secs(5), sql::row(&mut conn, &unlock)).await;
         match unlocked {
-            Ok(Ok(true)) => tracing::debug!(key, "lock released"),
-            Ok(Ok(false)) => tracing::warn!(
-                key,
-                "pg_advisory_unlock returned false: the lock was not held"
-            ),
+            Ok(Ok(Some(r))) => match (r.try_get::<bool, _>(0), r.try_get::<i32, _>(1)) {
+                (Ok(true), Ok(pid)) if pid == self.backend_pid => {
+                    tracing::debug!(key, "lock released");
+                }
+                (_, Ok(pid)) if pid != self.backend_pid => {
+                    end_backend(&mut conn, self.backend_pid).await;
+                }
+                _ => tracing::warn!(
+                    key,
+                    "pg_advisory_unlock returned false: the lock was not held"
+                ),
+            },
+            Ok(Ok(None)) => {}
             Ok(Err(e)) => {
                 tracing::warn!(key, error = %e, "unlock failed; closing the session releases the lock");
             }
@@ -315,6 +565,21 @@ impl Lock {
             ),
         }
         let _ = tokio::time::timeout(Duration::from_secs(2), conn.close()).await;
+        held
+    }
+
+    /// Gives the lock up after pgboot was cut short (a signal) in the middle
+    /// of a statement on the lock session: ends that backend from a fresh
+    /// connection, so its transaction rolls back and the lock is freed at
+    /// once rather than when the statement ends; then drops the session.
+    pub async fn abort(self, target: &Target) {
+        let pid = self.backend_pid;
+        if let Ok(mut c) = crate::wait::try_connect(target, Duration::from_secs(3)).await {
+            let r = sql::execute(&mut c, &format!("SELECT pg_terminate_backend({pid})")).await;
+            tracing::debug!(backend_pid = pid, ok = r.is_ok(), "ended the lock session");
+            crate::migrate::close(c).await;
+        }
+        drop(self);
     }
 
     /// The environment a command run under the lock gets.
@@ -324,38 +589,65 @@ impl Lock {
             ("PGBOOT_LOCK_HELD".to_string(), "1".to_string()),
             ("PGBOOT_LOCK_KEY".to_string(), self.key.to_string()),
         ];
+        let mut extra: Vec<String> = TCP_SETTINGS
+            .iter()
+            .filter(|(k, _)| *k != "tcp_user_timeout" || self.server_version >= 120_000)
+            .map(|(k, v)| format!("-c {k}={v}"))
+            .collect();
         if self.server_version >= 140_000 {
-            let extra = format!("-c client_connection_check_interval={CHECK_INTERVAL_MS}");
-            let opts = match std::env::var("PGOPTIONS") {
-                Ok(old) if !old.trim().is_empty() => format!("{old} {extra}"),
-                _ => extra,
-            };
-            env.push(("PGOPTIONS".to_string(), opts));
+            extra.push(format!(
+                "-c client_connection_check_interval={CHECK_INTERVAL_MS}"
+            ));
         }
+        let extra = extra.join(" ");
+        let opts = match std::env::var("PGOPTIONS") {
+            Ok(old) if !old.trim().is_empty() => format!("{old} {extra}"),
+            _ => extra,
+        };
+        env.push(("PGOPTIONS".to_string(), opts));
         env
     }
 }
 
 impl crate::supervise::Watchdog for Lock {
-    /// Fencing: the lock session must still be there and still hold the
-    /// lock; and a session blocked on our very key means the command takes
-    /// the same lock itself (a nested lock in env.py), which deadlocks.
+    /// Fencing: the lock session must still be there, still be the same
+    /// backend, and still hold the lock; and a session blocked on our very
+    /// key means the command takes the same lock itself (a nested lock in
+    /// env.py), which deadlocks.
     async fn check(&mut self) -> Option<String> {
-        let sql = format!(
-            "SELECT (SELECT count(*) FROM pg_locks l WHERE l.granted AND l.pid = pg_backend_pid() AND {LOCK_ROW}), \
+        let row = lock_row(self.key);
+        let q = format!(
+            "SELECT pg_backend_pid(), \
+                    (SELECT count(*) FROM pg_locks l WHERE l.granted AND l.pid = pg_backend_pid() AND {row}), \
                     (SELECT string_agg(a.pid || ' (' || coalesce(a.application_name, '') || ')', ', ') \
                        FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
-                      WHERE NOT l.granted AND {LOCK_ROW})"
+                      WHERE NOT l.granted AND {row})"
         );
         let key = self.key;
-        let probe = sqlx::query_as::<_, (i64, Option<String>)>(sqlx::AssertSqlSafe(sql))
-            .bind(key)
-            .fetch_one(self.conn());
-        match tokio::time::timeout(Duration::from_secs(3), probe).await {
-            Err(_) => Some("the lock session did not answer within 3s".into()),
-            Ok(Err(e)) => Some(format!("the lock session was lost: {e}")),
-            Ok(Ok((0, _))) => Some("the lock session no longer holds the lock".into()),
-            Ok(Ok((_, Some(waiters)))) => {
+        let probe = sql::row(self.conn(), &q);
+        let answer = match tokio::time::timeout(Duration::from_secs(3), probe).await {
+            Err(_) => return Some("the lock session did not answer within 3s".into()),
+            Ok(Err(e)) => {
+                self.ended = failure::connection_lost(&e);
+                return Some(format!(
+                    "the lock session was lost: {}",
+                    failure::classify(&e).text()
+                ));
+            }
+            Ok(Ok(None)) => return Some("the lock session returned nothing".into()),
+            Ok(Ok(Some(r))) => (
+                r.try_get::<i32, _>(0),
+                r.try_get::<i64, _>(1),
+                r.try_get::<Option<String>, _>(2),
+            ),
+        };
+        match answer {
+            (Ok(pid), _, _) if pid != self.backend_pid => Some(format!(
+                "the lock session's statement ran on server backend {pid}, not {}: a pooler",
+                self.backend_pid
+            )),
+            (_, Ok(0), _) => Some("the lock session no longer holds the lock".into()),
+            (_, _, Ok(Some(waiters))) => {
                 if !self.warned_nested {
                     self.warned_nested = true;
                     tracing::error!(
@@ -369,7 +661,10 @@ impl crate::supervise::Watchdog for Lock {
                 }
                 None
             }
-            Ok(Ok(_)) => None,
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+                Some(format!("the lock session's answer was unreadable: {e}"))
+            }
+            _ => None,
         }
     }
 }

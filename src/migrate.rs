@@ -1,8 +1,8 @@
 //! Migrating: the built-in sqlx runner, the external command, and the fast
 //! paths that skip the lock when nothing is pending.
 //!
-//! Needs a ready connection, and for the slow path a held `Lock`. Returns a
-//! [`Summary`] of what ran. Failures: a migration that fails, a checksum
+//! Needs a ready connection, and for the slow path a held `Lock`. Returns
+//! what is pending, or how many migrations ran. Failures: a migration that fails, a checksum
 //! mismatch, duplicate versions, a failed earlier migration, `--db-ahead
 //! fail` → exit 65, always before touching anything or with the failing
 //! migration rolled back; the lock lost while the command runs → exit 75.
@@ -21,21 +21,12 @@ use sqlx::{Connection, Row};
 
 use crate::config::DbAhead;
 use crate::error::{Error, Result};
+use crate::failure;
 use crate::lock::Lock;
+use crate::sql;
 
 /// sqlx's bookkeeping table.
 pub const TABLE: &str = "_sqlx_migrations";
-
-/// What a boot's migration step did, for the summary line.
-#[derive(Debug, Clone, Default)]
-pub struct Summary {
-    /// Migrations (or command runs) applied.
-    pub applied: usize,
-    /// Time spent applying.
-    pub migrating: Duration,
-    /// Time the lock was held; `None` when it was not taken (fast path).
-    pub locked: Option<Duration>,
-}
 
 /// A migration file of the directory.
 #[derive(Debug)]
@@ -96,18 +87,19 @@ pub struct Applied {
 /// # Errors
 /// The query failed.
 pub async fn applied(conn: &mut PgConnection) -> Result<Option<Vec<Applied>>> {
-    let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
-        .bind(TABLE)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(|e| query_error("reading the migration table", &e))?;
+    let exists: bool = sql::scalar(
+        &mut *conn,
+        &format!("SELECT to_regclass({}) IS NOT NULL", sql::lit(TABLE)),
+    )
+    .await
+    .map_err(|e| query_error("reading the migration table", &e))?;
     if !exists {
         return Ok(None);
     }
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT version, description, success, checksum FROM {TABLE} ORDER BY version"
-    )))
-    .fetch_all(conn)
+    let rows = sql::rows(
+        conn,
+        &format!("SELECT version, description, success, checksum FROM {TABLE} ORDER BY version"),
+    )
     .await
     .map_err(|e| query_error("reading the migration table", &e))?;
     Ok(Some(
@@ -123,12 +115,7 @@ pub async fn applied(conn: &mut PgConnection) -> Result<Option<Vec<Applied>>> {
 }
 
 fn query_error(what: &str, e: &sqlx::Error) -> Error {
-    match crate::wait::classify(e) {
-        crate::wait::Failure::Fatal(m) => Error::Config(format!("{what}: {m}")),
-        crate::wait::Failure::Transient(m) | crate::wait::Failure::Refused(m) => {
-            Error::Unavailable(format!("{what}: {m}"))
-        }
-    }
+    crate::failure::db_error(what, e)
 }
 
 /// Where the database stands against the directory.
@@ -258,13 +245,13 @@ pub async fn builtin_apply(lock: &mut Lock, files: &[File], policy: DbAhead) -> 
     if !table_exists {
         conn.ensure_migrations_table(TABLE)
             .await
-            .map_err(|e| Error::Migration(format!("creating {TABLE}: {e}")))?;
+            .map_err(|e| bookkeeping_error(&format!("creating {TABLE}"), &e))?;
     }
     // sqlx's own lock (keyed on the database name) as well, so that
     // `sqlx migrate run` run by hand waits for pgboot; session locks nest.
     conn.lock()
         .await
-        .map_err(|e| Error::Migration(format!("taking sqlx's migration lock: {e}")))?;
+        .map_err(|e| bookkeeping_error("taking sqlx's migration lock", &e))?;
     let mut count = 0;
     let mut result = Ok(());
     for &i in &a.pending {
@@ -281,17 +268,7 @@ pub async fn builtin_apply(lock: &mut Lock, files: &[File], policy: DbAhead) -> 
                 );
             }
             Err(e) => {
-                let partial = if m.no_tx {
-                    " It ran without a transaction (-- no-transaction): statements before the failing one may have been applied; check the schema before rerunning."
-                } else {
-                    " Its transaction was rolled back: nothing of it was applied."
-                };
-                result = Err(Error::Migration(format!(
-                    "migration {} ({}) failed: {}.{partial}",
-                    m.version,
-                    f.path.display(),
-                    migrate_error_text(&e)
-                )));
+                result = Err(apply_error(f, &e));
                 break;
             }
         }
@@ -300,6 +277,67 @@ pub async fn builtin_apply(lock: &mut Lock, files: &[File], policy: DbAhead) -> 
         tracing::warn!(error = %e, "releasing sqlx's migration lock failed; closing the session releases it");
     }
     result.map(|()| count)
+}
+
+/// The sqlx error inside a migration error, if there is one.
+fn sqlx_error(e: &sqlx::migrate::MigrateError) -> Option<&sqlx::Error> {
+    use sqlx::migrate::MigrateError::{Execute, ExecuteMigration};
+    match e {
+        Execute(e) | ExecuteMigration(e, _) => Some(e),
+        _ => None,
+    }
+}
+
+/// A failure of sqlx's bookkeeping (its table, its lock): a lost connection
+/// is a lost connection; anything else is the migration step's failure.
+fn bookkeeping_error(what: &str, e: &sqlx::migrate::MigrateError) -> Error {
+    match sqlx_error(e) {
+        Some(se) if failure::connection_lost(se) => failure::db_error(what, se),
+        _ => Error::Migration(format!("{what}: {e}")),
+    }
+}
+
+/// What a migration that failed means. The connection lost under a
+/// transactional migration: Postgres rolled it back, and its row in
+/// `_sqlx_migrations` is written in the same transaction, so the re-check
+/// after the ride-through tells exactly whether it was applied — a
+/// transient `Error::Lost`. Lost under a `-- no-transaction` migration, the
+/// outcome is unknown: it is never re-run (65). Its own SQL error: 65.
+fn apply_error(f: &File, e: &sqlx::migrate::MigrateError) -> Error {
+    let m = &f.migration;
+    let lost = sqlx_error(e).filter(|se| failure::connection_lost(se));
+    match (lost, m.no_tx) {
+        (Some(se), false) => failure::db_error(
+            &format!(
+                "applying migration {} ({}); Postgres rolled it back",
+                m.version,
+                f.path.display()
+            ),
+            se,
+        ),
+        (Some(se), true) => Error::Migration(format!(
+            "the connection was lost while migration {} ({}) ran without a transaction \
+             (-- no-transaction): {}. Whether it was applied is unknown, so pgboot will not run it \
+             again by itself: check the schema (for CREATE INDEX CONCURRENTLY, an INVALID index \
+             in pg_index: drop it), then rerun",
+            m.version,
+            f.path.display(),
+            failure::classify(se).text()
+        )),
+        (None, no_tx) => {
+            let partial = if no_tx {
+                " It ran without a transaction (-- no-transaction): statements before the failing one may have been applied; check the schema before rerunning."
+            } else {
+                " Its transaction was rolled back: nothing of it was applied."
+            };
+            Error::Migration(format!(
+                "migration {} ({}) failed: {}.{partial}",
+                m.version,
+                f.path.display(),
+                migrate_error_text(e)
+            ))
+        }
+    }
 }
 
 fn migrate_error_text(e: &sqlx::migrate::MigrateError) -> String {

@@ -9,7 +9,9 @@
 //! it with exit 69, naming host:port and the last error.
 //!
 //! No message here contains a password or a whole URL: errors are rendered
-//! by [`classify`] and then passed through [`Target::redact`].
+//! by `failure::classify` and then passed through [`Target::redact`].
+//! Refusals are polled every 50 ms for the first few seconds only; a
+//! progress line is logged at least every 10 s.
 
 use std::cell::RefCell;
 use std::str::FromStr;
@@ -20,6 +22,7 @@ use sqlx::ConnectOptions;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 
 use crate::error::{Error, Result};
+use crate::failure::{Failure, classify};
 
 /// Where pgboot connects: the options, and what may be shown of them.
 #[derive(Debug, Clone)]
@@ -71,7 +74,10 @@ impl Target {
             }
             None => format!("{}:{}", opts.get_host(), opts.get_port()),
         };
-        let opts = opts.disable_statement_logging();
+        // No `extra_float_digits` in the startup packet: a stock PgBouncer
+        // rejects unknown startup parameters (08P01) unless told to ignore
+        // them, and pgboot reads no floats.
+        let opts = opts.disable_statement_logging().extra_float_digits(None);
         Ok(Target {
             opts,
             addr,
@@ -146,73 +152,6 @@ fn redact(msg: &str, secrets: &[String]) -> String {
     out
 }
 
-/// What to do about a failed attempt.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Failure {
-    /// Worth another try: Postgres or its network is coming up.
-    Transient(String),
-    /// Nothing listens yet (connection refused, no socket file): transient,
-    /// and so cheap to try that it is retried every ~50 ms, which is what
-    /// lets pgboot notice a starting Postgres within ~100 ms.
-    Refused(String),
-    /// No wait can fix it.
-    Fatal(String),
-}
-
-/// Sorts a sqlx error into transient or fatal, with a message fit to show.
-#[must_use]
-pub fn classify(e: &sqlx::Error) -> Failure {
-    match e {
-        sqlx::Error::Database(db) => {
-            let code = db.code().map(|c| c.to_string()).unwrap_or_default();
-            let msg = format!("{} (SQLSTATE {code})", db.message());
-            match code.as_str() {
-                "28P01" | "28000" => Failure::Fatal(format!(
-                    "authentication failed: {msg}; check the user and password"
-                )),
-                "3D000" => Failure::Fatal(format!(
-                    "{msg}; create the database or fix the database name"
-                )),
-                "42501" => Failure::Fatal(format!(
-                    "{msg}; grant the role CONNECT (or the missing privilege)"
-                )),
-                c if c == "57P03"
-                    || c == "57P01"
-                    || c == "57P02"
-                    || c == "53300"
-                    || c == "53400"
-                    || c.starts_with("08") =>
-                {
-                    Failure::Transient(msg)
-                }
-                _ => Failure::Fatal(msg),
-            }
-        }
-        sqlx::Error::Io(io)
-            if matches!(
-                io.kind(),
-                std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound
-            ) =>
-        {
-            Failure::Refused(io.to_string())
-        }
-        sqlx::Error::Io(io) => Failure::Transient(io.to_string()),
-        sqlx::Error::Tls(t) => Failure::Fatal(format!("TLS: {t}; check sslmode and sslrootcert")),
-        sqlx::Error::Configuration(c) => Failure::Fatal(format!("configuration: {c}")),
-        sqlx::Error::PoolTimedOut => Failure::Transient("timed out".into()),
-        sqlx::Error::Protocol(p) => Failure::Transient(format!("protocol: {p}")),
-        other => Failure::Fatal(other.to_string()),
-    }
-}
-
-impl Failure {
-    fn text(&self) -> &str {
-        match self {
-            Failure::Transient(m) | Failure::Refused(m) | Failure::Fatal(m) => m,
-        }
-    }
-}
-
 /// One attempt: connect (bounded by `limit`) and run `SELECT 1`.
 ///
 /// # Errors
@@ -223,8 +162,7 @@ pub async fn try_connect(
 ) -> std::result::Result<PgConnection, Failure> {
     let attempt = async {
         let mut conn = target.opts.connect().await.map_err(|e| classify(&e))?;
-        sqlx::query("SELECT 1")
-            .execute(&mut conn)
+        crate::sql::execute(&mut conn, "SELECT 1")
             .await
             .map_err(|e| classify(&e))?;
         Ok(conn)
@@ -241,6 +179,13 @@ pub async fn try_connect(
 /// The delay after a refused connection: nothing listens, so a try costs a
 /// SYN and a RST; trying often is what detects a starting Postgres quickly.
 const REFUSED_RETRY: Duration = Duration::from_millis(50);
+/// Refusals are polled at [`REFUSED_RETRY`] only this long into a wait: a
+/// container start or a restart takes a few seconds, and a Postgres that is
+/// down for longer gets the ordinary backoff (≤ 1 s) instead of ~20 tries a
+/// second from every replica.
+const REFUSED_FAST_FOR: Duration = Duration::from_secs(3);
+/// While waiting, a progress line at least this often.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
 /// The backoff between other attempts: from ~50 ms, doubling, capped near
 /// 1 s. backon's jitter adds up to the delay itself, so the cap is 500 ms.
@@ -253,19 +198,23 @@ fn backoff() -> ExponentialBuilder {
         .without_max_times()
 }
 
-/// Waits until `target` accepts queries; returns the connection.
+/// Waits until `target` accepts queries; returns the connection. `lost`
+/// says what pgboot was doing when it lost the connection, when this wait
+/// is a ride-through rather than the first one (only the messages differ;
+/// the budget is `timeout` either way, counted from now).
 ///
 /// # Errors
 /// Exit 78 for an error no wait can fix; exit 69 when `timeout` passes.
-pub async fn ready(target: &Target, timeout: Duration) -> Result<PgConnection> {
+pub async fn ready(target: &Target, timeout: Duration, lost: Option<&str>) -> Result<PgConnection> {
     let start = Instant::now();
-    let deadline = start + timeout;
-    let last: RefCell<Option<String>> = RefCell::new(None);
+    let deadline = start.checked_add(timeout);
+    let last_error: RefCell<Option<String>> = RefCell::new(None);
     let attempts = RefCell::new(0u32);
     let mut last_refused = false;
+    let mut next_progress = start + PROGRESS_EVERY;
     let attempt = || async {
         *attempts.borrow_mut() += 1;
-        let left = deadline.saturating_duration_since(Instant::now());
+        let left = deadline.map_or(timeout, |d| d.saturating_duration_since(Instant::now()));
         try_connect(
             target,
             left.clamp(Duration::from_millis(100), Duration::from_secs(5)),
@@ -275,13 +224,13 @@ pub async fn ready(target: &Target, timeout: Duration) -> Result<PgConnection> {
     let retry = attempt
         .retry(backoff())
         .sleep(tokio::time::sleep)
-        .when(|e| !matches!(e, Failure::Fatal(_)))
+        .when(Failure::is_transient)
         .adjust(|e, delay| {
             // Right after Postgres starts listening it may still say 57P03
             // for a few ms: the first failure after a run of refusals is
             // retried as quickly, then the backoff takes over again.
             let was_refused = std::mem::replace(&mut last_refused, matches!(e, Failure::Refused(_)));
-            if last_refused || was_refused {
+            if (last_refused || was_refused) && start.elapsed() < REFUSED_FAST_FOR {
                 Some(REFUSED_RETRY)
             } else {
                 delay
@@ -289,14 +238,28 @@ pub async fn ready(target: &Target, timeout: Duration) -> Result<PgConnection> {
         })
         .notify(|e, after| {
             let msg = target.redact(e.text());
-            let first = last.borrow().is_none();
+            let first = last_error.borrow().is_none();
+            let now = Instant::now();
             if first {
                 tracing::info!(addr = %target.addr, error = %msg, "waiting for Postgres");
+            } else if now >= next_progress {
+                next_progress = now + PROGRESS_EVERY;
+                tracing::info!(
+                    addr = %target.addr,
+                    attempts = *attempts.borrow(),
+                    waited_s = (now - start).as_secs(),
+                    gives_up_in_s = deadline.map_or(u64::MAX, |d| d.saturating_duration_since(now).as_secs()),
+                    error = %msg,
+                    "still waiting for Postgres"
+                );
             } else {
                 tracing::debug!(addr = %target.addr, error = %msg, retry_in_ms = after.as_millis(), "not ready yet");
             }
-            *last.borrow_mut() = Some(msg);
+            *last_error.borrow_mut() = Some(msg);
         });
+    let after_loss = lost.map_or_else(String::new, |what| {
+        format!(" after the connection was lost while {what}")
+    });
     match tokio::time::timeout(timeout, retry).await {
         Ok(Ok(conn)) => {
             tracing::debug!(attempts = *attempts.borrow(), "Postgres is ready");
@@ -308,15 +271,20 @@ pub async fn ready(target: &Target, timeout: Duration) -> Result<PgConnection> {
             target.redact(&m)
         ))),
         Ok(Err(Failure::Transient(m) | Failure::Refused(m))) => Err(Error::Unavailable(format!(
-            "Postgres at {} did not become ready: {}",
+            "Postgres at {} did not become ready{after_loss}: {}",
             target.addr,
             target.redact(&m)
         ))),
         Err(_) => Err(Error::Unavailable(format!(
-            "Postgres at {} did not become ready within {} (--wait-timeout); last error: {}",
+            "Postgres at {} did not {} within {} (--wait-timeout){after_loss}; last error: {}",
             target.addr,
+            if lost.is_some() {
+                "come back"
+            } else {
+                "become ready"
+            },
             humantime::format_duration(timeout),
-            last.borrow().clone().unwrap_or_else(|| "none".into())
+            last_error.borrow().clone().unwrap_or_else(|| "none".into())
         ))),
     }
 }
@@ -344,32 +312,6 @@ mod tests {
         assert!(m.contains("DATABASE_URL") && !m.contains("hunter22"), "{m}");
         let e = Target::new(Some("mysql://u:hunter22@db/x"), "DATABASE_URL").unwrap_err();
         assert!(!e.to_string().contains("hunter22"));
-    }
-
-    #[test]
-    fn refused_is_told_apart_from_other_transient_errors() {
-        use std::io::{Error as IoError, ErrorKind};
-        let io = |k| sqlx::Error::Io(IoError::from(k));
-        assert!(matches!(
-            classify(&io(ErrorKind::ConnectionRefused)),
-            Failure::Refused(_)
-        ));
-        assert!(matches!(
-            classify(&io(ErrorKind::NotFound)),
-            Failure::Refused(_)
-        ));
-        assert!(matches!(
-            classify(&io(ErrorKind::ConnectionReset)),
-            Failure::Transient(_)
-        ));
-        assert!(matches!(
-            classify(&io(ErrorKind::TimedOut)),
-            Failure::Transient(_)
-        ));
-        assert!(matches!(
-            classify(&sqlx::Error::Tls("bad certificate".into())),
-            Failure::Fatal(_)
-        ));
     }
 
     #[test]

@@ -1,0 +1,415 @@
+//! The database phases as one retryable unit:
+//! wait → fast path → lock → migrate → release.
+//!
+//! Needs the async signals, the database, lock and migration settings.
+//! Returns a [`Report`] of what happened, or the error that ends pgboot.
+//!
+//! Riding through: a connection lost, or a server shutting down or
+//! restarting, at any point after the first `SELECT 1` — the fast-path
+//! check, the lock wait, the lock session, a transactional built-in
+//! migration, a migration command whose server went away — comes back here
+//! as `Error::Lost`. It is logged once at WARN, and the unit starts again:
+//! wait (the `--wait-timeout` budget counted from the loss), take the lock
+//! again, re-check what is applied. Nothing whose outcome is unknown is
+//! re-run: `migrate.rs` turns a lost `-- no-transaction` migration into 65.
+//!
+//! Invariant: every path that takes the lock gives it up in [`settle`], in
+//! this file, whatever the outcome.
+
+use std::time::{Duration, Instant};
+
+use sqlx::PgConnection;
+
+use crate::config::{DbConfig, LockConfig, MigrateConfig, SuperviseConfig};
+use crate::error::{Error, Result};
+use crate::lock::{self, Lock};
+use crate::migrate;
+use crate::runtime::interruptible;
+use crate::signals::{self, AsyncSignals};
+use crate::supervise::{self, Stopped, Watchdog};
+use crate::wait::{self, Target};
+
+/// What the database phases did, for the line before the server starts.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// Time spent waiting for Postgres, every wait added up.
+    pub waited: Duration,
+    /// Time the lock was held; `None` when it was not taken (fast path).
+    pub locked: Option<Duration>,
+    /// Time spent applying migrations or running the migration command.
+    pub migrating: Duration,
+    /// Migrations (or command runs) applied.
+    pub applied: usize,
+    /// How many times the connection was lost and the unit started again.
+    pub rides: u32,
+}
+
+impl Report {
+    /// Logs the summary line before the server starts.
+    pub fn log_ready(&self, total: Duration, command: &str) {
+        tracing::info!(
+            waited_ms = self.waited.as_millis(),
+            lock_held_ms = self.locked.map_or(0, |d| d.as_millis()),
+            fast_path = self.locked.is_none(),
+            migrating_ms = self.migrating.as_millis(),
+            migrations = self.applied,
+            reconnects = self.rides,
+            total_ms = total.as_millis(),
+            command = %command,
+            "ready; starting the server"
+        );
+    }
+}
+
+/// Where the URL of the lock and migrations came from, for messages.
+fn url_origin(db: &DbConfig) -> &'static str {
+    if db.migrate_url.is_some() {
+        "--migrate-database-url (PGBOOT_MIGRATE_DATABASE_URL)"
+    } else {
+        "--database-url (DATABASE_URL)"
+    }
+}
+
+/// The target of the lock and migrations.
+///
+/// # Errors
+/// A malformed URL (78).
+pub fn lock_target(db: &DbConfig) -> Result<Target> {
+    Target::new(db.lock_url(), url_origin(db))
+}
+
+/// `pgboot wait`: until Postgres answers `SELECT 1`.
+///
+/// # Errors
+/// As `wait::ready`, or a signal.
+pub async fn wait_only(sigs: &AsyncSignals, db: &DbConfig) -> Result<()> {
+    let target = Target::new(db.url.as_deref(), "--database-url (DATABASE_URL)")?;
+    let start = Instant::now();
+    let conn = interruptible(sigs, wait::ready(&target, db.wait_timeout, None)).await?;
+    migrate::close(conn).await;
+    tracing::info!(addr = %target.addr, waited_ms = start.elapsed().as_millis(), "Postgres is ready");
+    Ok(())
+}
+
+/// Runs `attempt` on a ready connection; when it comes back with
+/// `Error::Lost`, waits for Postgres again and runs it again.
+async fn riding_through<T>(
+    sigs: &AsyncSignals,
+    target: &Target,
+    db: &DbConfig,
+    mut attempt: impl AsyncFnMut(PgConnection) -> Result<T>,
+) -> Result<(T, Duration, u32)> {
+    tracing::info!(addr = %target.display(), timeout = %humantime::format_duration(db.wait_timeout), "waiting for Postgres");
+    let mut waited = Duration::ZERO;
+    let mut lost: Option<String> = None;
+    let mut rides = 0;
+    loop {
+        let start = Instant::now();
+        let conn =
+            interruptible(sigs, wait::ready(target, db.wait_timeout, lost.as_deref())).await?;
+        waited += start.elapsed();
+        if lost.is_some() {
+            tracing::info!(
+                waited_ms = start.elapsed().as_millis(),
+                "Postgres is back; checking again what is applied"
+            );
+        } else {
+            tracing::info!(waited_ms = waited.as_millis(), "Postgres is ready");
+        }
+        match attempt(conn).await {
+            Err(Error::Lost(what)) => {
+                let what = target.redact(&what);
+                tracing::warn!(
+                    during = %what,
+                    "lost the connection to Postgres; waiting for it again (--wait-timeout counts from now), \
+                     then taking the lock again and re-checking what is applied"
+                );
+                lost = Some(what);
+                rides += 1;
+            }
+            r => return r.map(|t| (t, waited, rides)),
+        }
+    }
+}
+
+/// wait → (fast path | lock → migrate → release), riding through a lost
+/// connection. Used by the boot and by `pgboot migrate`.
+///
+/// # Errors
+/// 69, 75, 78, 65 or 128+N, as CONTRACT.md's exit table says.
+pub async fn migrate(
+    sigs: &AsyncSignals,
+    db: &DbConfig,
+    lock_cfg: &LockConfig,
+    m: &MigrateConfig,
+) -> Result<Report> {
+    let target = lock_target(db)?;
+    let (mut report, waited, rides) =
+        riding_through(sigs, &target, db, async |conn| {
+            if let Some(dir) = &m.dir {
+                builtin(sigs, &target, conn, dir, lock_cfg, m).await
+            } else if let Some(argv) = &m.command {
+                command(sigs, &target, db, conn, argv, lock_cfg, m).await
+            } else {
+                tracing::warn!(
+                    "neither --migrations nor --migrate-cmd is set: pgboot migrates NOTHING; it only waited for Postgres"
+                );
+                migrate::close(conn).await;
+                Ok(Report::default())
+            }
+        })
+        .await?;
+    report.waited = waited;
+    report.rides = rides;
+    Ok(report)
+}
+
+/// The built-in runner: fast path, or lock → apply → release.
+async fn builtin(
+    sigs: &AsyncSignals,
+    target: &Target,
+    mut conn: PgConnection,
+    dir: &std::path::Path,
+    lock_cfg: &LockConfig,
+    m: &MigrateConfig,
+) -> Result<Report> {
+    let Some(files) =
+        interruptible(sigs, migrate::builtin_check(&mut conn, dir, m.db_ahead)).await?
+    else {
+        migrate::close(conn).await;
+        return Ok(Report::default());
+    };
+    let mut lock = interruptible(
+        sigs,
+        lock::acquire(target, conn, &lock_cfg.key, lock_cfg.timeout),
+    )
+    .await?;
+    let t = Instant::now();
+    let applied = interruptible(sigs, migrate::builtin_apply(&mut lock, &files, m.db_ahead)).await;
+    let migrating = t.elapsed();
+    let locked = settle(target, lock, applied.as_ref().err()).await;
+    let applied = applied?;
+    tracing::info!(
+        applied,
+        took_ms = migrating.as_millis(),
+        "migrations done; lock released"
+    );
+    Ok(Report {
+        applied,
+        migrating,
+        locked: Some(locked),
+        ..Report::default()
+    })
+}
+
+/// The external command: Alembic's fast path, or lock → command → release.
+async fn command(
+    sigs: &AsyncSignals,
+    target: &Target,
+    db: &DbConfig,
+    mut conn: PgConnection,
+    argv: &[String],
+    lock_cfg: &LockConfig,
+    m: &MigrateConfig,
+) -> Result<Report> {
+    if interruptible(
+        sigs,
+        migrate::alembic_at_head(&mut conn, argv, m.db_ahead, false),
+    )
+    .await?
+    {
+        migrate::close(conn).await;
+        return Ok(Report::default());
+    }
+    let mut lock = interruptible(
+        sigs,
+        lock::acquire(target, conn, &lock_cfg.key, lock_cfg.timeout),
+    )
+    .await?;
+    // Re-check under the lock: the replica that held it may have migrated
+    // to head while this one waited. Without this, N replicas released
+    // together on a database behind head run Alembic N times, one after the
+    // other (~0.7 s of Python each), before the last one may serve.
+    match interruptible(
+        sigs,
+        migrate::alembic_at_head(lock.conn(), argv, m.db_ahead, true),
+    )
+    .await
+    {
+        Ok(false) => {}
+        Ok(true) => {
+            let locked = settle(target, lock, None).await;
+            return Ok(Report {
+                locked: Some(locked),
+                ..Report::default()
+            });
+        }
+        Err(e) => {
+            settle(target, lock, Some(&e)).await;
+            return Err(e);
+        }
+    }
+    let env = command_env(&lock, db);
+    let t = Instant::now();
+    tracing::info!(command = %argv.join(" "), "running the migration command under the lock");
+    let outcome = match supervise::spawn(argv, &env) {
+        Ok(pid) => {
+            let o = supervise::supervise_async(
+                sigs,
+                pid,
+                &std::collections::BTreeMap::new(),
+                None,
+                m.timeout,
+                &mut lock,
+            )
+            .await;
+            judge_command(o, &mut lock, target, argv).await
+        }
+        Err(Error::Spawn { message, .. }) => {
+            Err(Error::Migration(format!("migration command: {message}")))
+        }
+        Err(e) => Err(e),
+    };
+    let migrating = t.elapsed();
+    let locked = settle(target, lock, outcome.as_ref().err()).await;
+    outcome?;
+    tracing::info!(
+        took_ms = migrating.as_millis(),
+        "migration command succeeded; lock released"
+    );
+    Ok(Report {
+        applied: 1,
+        migrating,
+        locked: Some(locked),
+        ..Report::default()
+    })
+}
+
+/// What the migration command's end means. A command that failed, or was
+/// stopped because the lock session was lost, is asked about: if Postgres
+/// itself went away (a restart, a crash), it ended the command's sessions
+/// too and rolled their transactions back — a transient loss, and the
+/// re-check after the ride-through tells what was applied. If the lock
+/// session went silent (a partition) or was ended alone, the command's own
+/// sessions may outlive it: fencing, 75.
+async fn judge_command(
+    o: supervise::Outcome,
+    lock: &mut Lock,
+    target: &Target,
+    argv: &[String],
+) -> Result<()> {
+    let fenced = |why: &str| {
+        Error::Lock(format!(
+            "{why}; another replica may take the lock, so the migration command was stopped and the server is not started"
+        ))
+    };
+    match (o.stopped, o.signalled, o.code) {
+        (Some(Stopped::LockLost(why)), _, _) => {
+            if lock.server_went_away(target).await {
+                Err(Error::Lost(format!(
+                    "running the migration command ({why})"
+                )))
+            } else {
+                Err(fenced(&why))
+            }
+        }
+        (Some(Stopped::TimedOut(d)), _, _) => Err(Error::Migration(format!(
+            "the migration command ran longer than --migrate-timeout ({}) and was stopped",
+            humantime::format_duration(d)
+        ))),
+        (None, Some(sig), _) => Err(Error::Signalled {
+            signo: sig,
+            name: signals::name(sig),
+        }),
+        (None, None, 0) => Ok(()),
+        (None, None, code) => match lock.check().await {
+            Some(why) if lock.server_went_away(target).await => Err(Error::Lost(format!(
+                "running the migration command, which failed with status {code} as the server went away ({why})"
+            ))),
+            Some(why) => Err(fenced(&why)),
+            None => Err(Error::Migration(format!(
+                "the migration command `{}` failed with status {code}; the server is not started",
+                argv.join(" ")
+            ))),
+        },
+    }
+}
+
+/// The environment of a command run under the lock: the lock's variables,
+/// and the direct URL as `DATABASE_URL` when `--migrate-database-url` is set,
+/// so the command migrates over the same connection path as the lock.
+fn command_env(lock: &Lock, db: &DbConfig) -> Vec<(String, String)> {
+    let mut env = lock.child_env();
+    if let Some(url) = &db.migrate_url {
+        env.push(("DATABASE_URL".into(), url.clone()));
+    }
+    env
+}
+
+/// Gives the lock up: the one place every path that took it ends. Returns
+/// how long it was held.
+/// - Cut short by a signal: the lock session may be inside a statement, so
+///   its backend is ended from a fresh connection (the transaction rolls
+///   back and the lock is freed at once).
+/// - The connection lost, or the lock session lost (fencing): the session is
+///   gone, going, or silent; dropping it frees whatever is left without
+///   waiting on a peer that may never answer.
+/// - Otherwise: an explicit unlock, then the session is closed.
+async fn settle(target: &Target, lock: Lock, error: Option<&Error>) -> Duration {
+    let held = lock.held();
+    match error {
+        Some(Error::Signalled { .. }) => lock.abort(target).await,
+        Some(Error::Lost(_) | Error::Lock(_)) => drop(lock),
+        _ => {
+            lock.release().await;
+        }
+    }
+    held
+}
+
+/// `pgboot run`: wait → lock → COMMAND under the lock, fenced → release.
+/// The connection lost before COMMAND starts rides through; once it has
+/// started, COMMAND is not run twice: a lost lock session is fencing (75).
+///
+/// # Errors
+/// As [`migrate`]'s phases; 75 when the lock session is lost while COMMAND runs.
+pub async fn run_locked(
+    sigs: &AsyncSignals,
+    db: &DbConfig,
+    lock_cfg: &LockConfig,
+    sup: &SuperviseConfig,
+) -> Result<i32> {
+    let target = lock_target(db)?;
+    let (lock, _, _) = riding_through(sigs, &target, db, async |conn| {
+        interruptible(
+            sigs,
+            lock::acquire(&target, conn, &lock_cfg.key, lock_cfg.timeout),
+        )
+        .await
+    })
+    .await?;
+    let mut lock = lock;
+    let env = command_env(&lock, db);
+    let pid = match supervise::spawn(&sup.command, &env) {
+        Ok(pid) => pid,
+        Err(e) => {
+            settle(&target, lock, Some(&e)).await;
+            return Err(e);
+        }
+    };
+    let o = supervise::supervise_async(
+        sigs,
+        pid,
+        &sup.signal_map,
+        sup.grace_period,
+        None,
+        &mut lock,
+    )
+    .await;
+    let result = match o.stopped {
+        Some(Stopped::LockLost(why)) => Err(Error::Lock(format!("{why}; COMMAND was stopped"))),
+        _ => Ok(o.code),
+    };
+    settle(&target, lock, result.as_ref().err()).await;
+    result
+}
