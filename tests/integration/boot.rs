@@ -22,43 +22,24 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::support::on_17_and_15;
 use crate::support::pg::{Cluster, PgVersion, TestDb, pid_alive, psql_path, shared};
 use crate::support::pgboot::{Running, TempDir, pgboot, pgboot_pid1};
 
 /// A server that says it started and exits 0.
-const SERVER: &[&str] = &["sh", "-c", "echo SERVER-STARTED; exit 0"];
+pub(crate) const SERVER: &[&str] = &["sh", "-c", "echo SERVER-STARTED; exit 0"];
 /// What the server prints; its absence means pgboot never started it.
-const STARTED: &str = "SERVER-STARTED";
+pub(crate) const STARTED: &str = "SERVER-STARTED";
 /// The bound for a pgboot run that should finish on its own.
-const BOUND: Duration = Duration::from_secs(60);
+pub(crate) const BOUND: Duration = Duration::from_secs(60);
 /// `pg_locks` rows of this test's database only (`pg_locks` is cluster-wide).
 const THIS_DB: &str =
     "l.database = (SELECT oid FROM pg_database WHERE datname = current_database())";
 
 // ------------------------------------------------------------------ helpers
 
-/// Runs a test written once over `PgVersion` on both servers: a module named
-/// after the test, holding the tests `pg17` and `pg15`.
-macro_rules! on_17_and_15 {
-    ($name:ident) => {
-        mod $name {
-            use super::PgVersion;
-
-            #[test]
-            fn pg17() {
-                super::$name(PgVersion::V17);
-            }
-
-            #[test]
-            fn pg15() {
-                super::$name(PgVersion::V15);
-            }
-        }
-    };
-}
-
 /// A migrations directory holding `files` (name, SQL).
-fn migrations(files: &[(&str, &str)]) -> TempDir {
+pub(crate) fn migrations(files: &[(&str, &str)]) -> TempDir {
     let dir = TempDir::new("boot-migrations");
     for (name, sql) in files {
         dir.write(name, sql);
@@ -66,19 +47,19 @@ fn migrations(files: &[(&str, &str)]) -> TempDir {
     dir
 }
 
-fn path_str(p: &Path) -> &str {
+pub(crate) fn path_str(p: &Path) -> &str {
     p.to_str().expect("utf-8 temp dir")
 }
 
 /// `pgboot ARGS...` with stdin from /dev/null.
-fn pgb(args: &[&str]) -> Command {
+pub(crate) fn pgb(args: &[&str]) -> Command {
     let mut c = pgboot(args);
     c.stdin(Stdio::null());
     c
 }
 
 /// `pgboot --database-url URL --migrations DIR EXTRA... -- SERVER...`.
-fn boot(url: &str, dir: &Path, extra: &[&str], server: &[&str]) -> Command {
+pub(crate) fn boot(url: &str, dir: &Path, extra: &[&str], server: &[&str]) -> Command {
     let mut args = vec!["--database-url", url, "--migrations", path_str(dir)];
     args.extend_from_slice(extra);
     args.push("--");
@@ -102,7 +83,7 @@ fn finish(cmd: Command, timeout: Duration) -> (i32, Duration, Running) {
 }
 
 /// Polls `f` every 20 ms until it returns `Some`; panics after `timeout`.
-fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+pub(crate) fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(t) = f() {
@@ -117,7 +98,7 @@ fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>
 }
 
 /// The server's `hashtextextended(name, 0)`: the key a named `--lock-key` means.
-fn key_of(db: &TestDb, name: &str) -> i64 {
+pub(crate) fn key_of(db: &TestDb, name: &str) -> i64 {
     db.psql(&format!("SELECT hashtextextended('{name}', 0)"))
         .parse()
         .unwrap()
@@ -133,7 +114,7 @@ fn split_key(key: i64) -> (u32, u32) {
 }
 
 /// Advisory locks in this database: `pid|classid|objid|granted|application_name`.
-fn advisory_locks(db: &TestDb) -> Vec<String> {
+pub(crate) fn advisory_locks(db: &TestDb) -> Vec<String> {
     db.psql(&format!(
         "SELECT l.pid || '|' || l.classid || '|' || l.objid || '|' || l.granted || '|' \
                 || coalesce(a.application_name, '') \
@@ -146,7 +127,7 @@ fn advisory_locks(db: &TestDb) -> Vec<String> {
 }
 
 /// Backend pids holding (granted) the advisory lock on `key` in this database.
-fn holders_of(db: &TestDb, key: i64) -> Vec<i32> {
+pub(crate) fn holders_of(db: &TestDb, key: i64) -> Vec<i32> {
     let (classid, objid) = split_key(key);
     db.psql(&format!(
         "SELECT l.pid FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted \
@@ -179,7 +160,7 @@ fn other_sessions(db: &TestDb, except: &[i32]) -> Vec<String> {
 }
 
 /// Waits (bounded) until no advisory lock and no other session is left in `db`.
-fn assert_nothing_left(db: &TestDb, why: &str) {
+pub(crate) fn assert_nothing_left(db: &TestDb, why: &str) {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let locks = advisory_locks(db);
@@ -196,7 +177,7 @@ fn assert_nothing_left(db: &TestDb, why: &str) {
 }
 
 /// The backend pid of pgboot's lock session (`application_name` `pgboot@HOST`) in `db`.
-fn pgboot_backend(db: &TestDb, r: &Running) -> i32 {
+pub(crate) fn pgboot_backend(db: &TestDb, r: &Running) -> i32 {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let out = db.psql(
@@ -217,7 +198,7 @@ fn pgboot_backend(db: &TestDb, r: &Running) -> i32 {
 }
 
 /// Waits until a statement containing `needle` is active in `db` (not this query).
-fn wait_active_query(db: &TestDb, r: &Running, needle: &str) {
+pub(crate) fn wait_active_query(db: &TestDb, r: &Running, needle: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let n = db.psql(&format!(
@@ -237,12 +218,12 @@ fn wait_active_query(db: &TestDb, r: &Running, needle: &str) {
     }
 }
 
-fn exists(db: &TestDb, table: &str) -> bool {
+pub(crate) fn exists(db: &TestDb, table: &str) -> bool {
     db.psql(&format!("SELECT to_regclass('{table}') IS NOT NULL")) == "t"
 }
 
 /// `version:success` of every row of `_sqlx_migrations`, or "" without the table.
-fn recorded(db: &TestDb) -> String {
+pub(crate) fn recorded(db: &TestDb) -> String {
     if !exists(db, "_sqlx_migrations") {
         return String::new();
     }
@@ -266,7 +247,7 @@ fn log_field(log: &str, message: &str, key: &str) -> Option<u64> {
 /// A psql session the test keeps open (stdin piped), e.g. to hold the lock
 /// as another client would. Its `application_name` is psql's default, `psql`.
 /// Killed by pid on drop.
-struct Psql {
+pub(crate) struct Psql {
     child: Child,
     stdin: Option<ChildStdin>,
 }
@@ -305,7 +286,7 @@ impl Psql {
 
     /// Opens a session holding `pg_advisory_lock(key)`; returns once
     /// `pg_locks` shows it granted, with the holder's backend pid.
-    fn hold_lock(v: PgVersion, db: &TestDb, key: i64) -> (Psql, i32) {
+    pub(crate) fn hold_lock(v: PgVersion, db: &TestDb, key: i64) -> (Psql, i32) {
         let mut p = Psql::open(v, db);
         p.send(&format!("SELECT pg_advisory_lock({key});\n"));
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -326,7 +307,7 @@ impl Psql {
     }
 
     /// Releases every advisory lock of the session (the session stays open).
-    fn unlock_all(&mut self) {
+    pub(crate) fn unlock_all(&mut self) {
         self.send("SELECT pg_advisory_unlock_all();\n");
     }
 }

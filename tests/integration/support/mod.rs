@@ -18,3 +18,25 @@ pub mod pgboot;
 pub mod process;
 
 pub use pg::{Cluster, PgVersion, TestDb, bin_dir, psql_path, shared};
+
+/// Runs a test written once over `PgVersion` on both servers: a module named
+/// after the test, holding the tests `pg17` and `pg15`.
+macro_rules! on_17_and_15 {
+    ($name:ident) => {
+        mod $name {
+            use super::PgVersion;
+
+            #[test]
+            fn pg17() {
+                super::$name(PgVersion::V17);
+            }
+
+            #[test]
+            fn pg15() {
+                super::$name(PgVersion::V15);
+            }
+        }
+    };
+}
+
+pub(crate) use on_17_and_15;

@@ -905,6 +905,28 @@ impl Cluster {
         self.start();
     }
 
+    /// Immediate shutdown (SIGQUIT to the postmaster: every backend quits
+    /// without a checkpoint, as in a crash), then `start`, which runs crash
+    /// recovery, on the same port.
+    pub fn restart_immediate(&self) {
+        {
+            let _guard = self
+                .lifecycle
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(pid) = self.pid() {
+                send_signal(pid, "QUIT");
+                assert!(
+                    wait_pid_gone(pid, STOP_TIMEOUT),
+                    "PostgreSQL {} (pid {pid}) did not quit on SIGQUIT\n--- server log ---\n{}",
+                    self.version.major(),
+                    self.log_tail(40)
+                );
+            }
+        }
+        self.start();
+    }
+
     fn stop_by_pid(&self, panic_on_timeout: bool) -> bool {
         let Some(pid) = self.pid() else { return true };
         send_signal(pid, "INT");
