@@ -17,7 +17,8 @@ pub enum Exit {
     /// A migration failed, a checksum mismatch, a failed earlier migration,
     /// or `--db-ahead fail` (`EX_DATAERR`).
     Migration,
-    /// Postgres did not become ready within `--wait-timeout` (`EX_UNAVAILABLE`).
+    /// Postgres did not become ready within `--wait-timeout`, or did not come
+    /// back within it after a connection loss (`EX_UNAVAILABLE`).
     Unavailable,
     /// An internal error: a bug (`EX_SOFTWARE`).
     Internal,
@@ -73,11 +74,11 @@ impl Exit {
         ),
         (
             "65",
-            "migration failed, checksum mismatch, a failed earlier migration, or `--db-ahead fail`",
+            "a migration's own error, checksum mismatch, a failed earlier migration, or `--db-ahead fail` (never a lost connection)",
         ),
         (
             "69",
-            "Postgres did not become ready within `--wait-timeout`",
+            "Postgres did not become ready within `--wait-timeout`, or did not come back within it after a connection loss",
         ),
         ("70", "internal error (signalfd, waitpid…): a bug"),
         (
@@ -86,7 +87,7 @@ impl Exit {
         ),
         (
             "78",
-            "an error no wait can fix: authentication (28P01, 28000), no such database (3D000), no privilege (42501), malformed URL, TLS misconfiguration",
+            "an error no wait can fix: authentication (28P01, 28000), no such database (3D000), no privilege (42501), malformed URL, TLS misconfiguration, a pooler's protocol error (08P01) or transaction pooling in front of the lock",
         ),
         ("126", "COMMAND is not executable"),
         ("127", "COMMAND is not found"),
