@@ -346,10 +346,10 @@ impl Waiting {
             return Ok(());
         }
         let h = holder(conn, key).await.ok().flatten();
-        if let Some(h) = &h {
-            if self.first_seen.is_none_or(|(pid, _)| pid != h.pid) {
-                self.first_seen = Some((h.pid, now));
-            }
+        if let Some(h) = &h
+            && self.first_seen.is_none_or(|(pid, _)| pid != h.pid)
+        {
+            self.first_seen = Some((h.pid, now));
         }
         let held_for = self.first_seen.map_or(Duration::ZERO, |(_, t)| now - t);
         if expired {

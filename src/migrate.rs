@@ -149,14 +149,14 @@ pub fn assess(files: &[File], applied: &[Applied]) -> Result<Assessment> {
         )));
     }
     for a in applied {
-        if let Some(f) = by_version.get(&a.version) {
-            if *f.migration.checksum != *a.checksum {
-                return Err(Error::Migration(format!(
-                    "{} was changed after it was applied (checksum differs from {TABLE}): \
+        if let Some(f) = by_version.get(&a.version)
+            && *f.migration.checksum != *a.checksum
+        {
+            return Err(Error::Migration(format!(
+                "{} was changed after it was applied (checksum differs from {TABLE}): \
                      restore the file as it was applied, and put the change in a new migration",
-                    f.path.display()
-                )));
-            }
+                f.path.display()
+            )));
         }
     }
     let done: BTreeSet<i64> = applied.iter().map(|a| a.version).collect();

@@ -55,15 +55,15 @@ fn help_options(text: &str) -> BTreeMap<String, Opt> {
             } else if let Some(r) = t.strip_prefix("[default: ") {
                 o.default = Some(r.trim_end_matches(']').to_string());
             }
-            if let Some((_, r)) = t.split_once("[env: ") {
-                if o.env.is_none() {
-                    o.env = Some(r.split(']').next().unwrap().to_string());
-                }
+            if let Some((_, r)) = t.split_once("[env: ")
+                && o.env.is_none()
+            {
+                o.env = Some(r.split(']').next().unwrap().to_string());
             }
-            if let Some((_, r)) = t.split_once("[default: ") {
-                if o.default.is_none() {
-                    o.default = Some(r.split(']').next().unwrap().to_string());
-                }
+            if let Some((_, r)) = t.split_once("[default: ")
+                && o.default.is_none()
+            {
+                o.default = Some(r.split(']').next().unwrap().to_string());
             }
         }
     }

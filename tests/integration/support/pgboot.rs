@@ -155,10 +155,10 @@ impl Running {
         let path = format!("/proc/{pid}/task/{pid}/children");
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            if let Ok(s) = std::fs::read_to_string(&path) {
-                if let Some(p) = s.split_whitespace().next() {
-                    return p.parse().unwrap();
-                }
+            if let Ok(s) = std::fs::read_to_string(&path)
+                && let Some(p) = s.split_whitespace().next()
+            {
+                return p.parse().unwrap();
             }
             assert!(
                 Instant::now() < deadline,
