@@ -24,6 +24,7 @@ use crate::config::{DbConfig, LockConfig, MigrateConfig, SuperviseConfig};
 use crate::error::{Error, Result};
 use crate::lock::{self, Lock};
 use crate::migrate;
+use crate::redact::Redacted;
 use crate::runtime::interruptible;
 use crate::signals::{self, AsyncSignals};
 use crate::supervise::{self, Stopped, Watchdog};
@@ -55,7 +56,7 @@ impl Report {
             migrations = self.applied,
             reconnects = self.rides,
             total_ms = total.as_millis(),
-            command = %command,
+            command = %Redacted(command),
             "ready; starting the server"
         );
     }
@@ -251,7 +252,7 @@ async fn command(
     }
     let env = command_env(&lock, db);
     let t = Instant::now();
-    tracing::info!(command = %argv.join(" "), "running the migration command under the lock");
+    tracing::info!(command = %Redacted(argv.join(" ")), "running the migration command under the lock");
     let outcome = match supervise::spawn(argv, &env) {
         Ok(pid) => {
             let o = supervise::supervise_async(
@@ -329,7 +330,7 @@ async fn judge_command(
             Some(why) => Err(fenced(&why)),
             None => Err(Error::Migration(format!(
                 "the migration command `{}` failed with status {code}; the server is not started",
-                argv.join(" ")
+                Redacted(argv.join(" "))
             ))),
         },
     }

@@ -16,7 +16,7 @@ use crate::signals;
 
 const AFTER_HELP: &str = "\
 Every option is also an environment variable (shown in brackets); the flag wins.
-Durations take humantime form (90s, 5m, 1h30m) or plain seconds.
+Durations take humantime form (90s, 5m, 1h30m) or plain seconds, at most 366 days.
 Exit codes: 0 ok; 1 `status` found pending migrations; 64 usage; 65 migration failed;
 69 Postgres not ready in time; 70 internal error; 75 lock not acquired or lost;
 78 an error no wait can fix (auth, no database, privilege, URL, TLS);
@@ -530,6 +530,16 @@ fn bad(m: &ArgMatches, id: &str, value: &str, why: &str) -> Error {
     Error::Usage(format!("{}={value:?}: {why}", origin(m, id)))
 }
 
+/// A usage error about a value that may hold a secret (a command line with
+/// a URL in it): names the option and what is wrong, never the value.
+fn bad_hidden(m: &ArgMatches, id: &str, why: &str) -> Error {
+    Error::Usage(format!("{}: {why}", origin(m, id)))
+}
+
+/// The longest duration any option takes. Timers and deadlines are computed
+/// from it without overflow; anything longer is a usage error.
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
+
 /// Parses a duration: plain seconds, or humantime (`90s`, `5m`, `1h30m`).
 ///
 /// # Errors
@@ -539,10 +549,17 @@ pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
     if t.is_empty() {
         return Err("empty duration".into());
     }
-    if let Ok(secs) = t.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
+    let d = match t.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => humantime::parse_duration(t).map_err(|e| e.to_string())?,
+    };
+    if d > MAX_DURATION {
+        return Err(format!(
+            "longer than the maximum, {}",
+            humantime::format_duration(MAX_DURATION)
+        ));
     }
-    humantime::parse_duration(t).map_err(|e| e.to_string())
+    Ok(d)
 }
 
 fn duration(m: &ArgMatches, id: &str, value: &str) -> Result<Duration> {
@@ -601,15 +618,14 @@ fn migrate_config(m: &ArgMatches, a: MigrateArgs) -> Result<MigrateConfig> {
         None | Some("") => None,
         Some(cmd) => {
             let words = shlex::split(cmd).ok_or_else(|| {
-                bad(
+                bad_hidden(
                     m,
                     "migrate_cmd",
-                    cmd,
                     "unbalanced quotes or a trailing backslash; quote it as a shell would",
                 )
             })?;
             if words.is_empty() {
-                return Err(bad(m, "migrate_cmd", cmd, "no command in it"));
+                return Err(bad_hidden(m, "migrate_cmd", "no command in it"));
             }
             Some(words)
         }
@@ -800,7 +816,7 @@ fn exit_codes_help() -> String {
     use std::fmt::Write as _;
     let mut out = String::from(
         "Every option is also an environment variable (shown in brackets); the flag wins.\n\
-         Durations take humantime form (90s, 5m, 1h30m) or plain seconds.\n\nExit codes:\n",
+         Durations take humantime form (90s, 5m, 1h30m) or plain seconds, at most 366 days.\n\nExit codes:\n",
     );
     for (code, meaning) in crate::exit::Exit::TABLE {
         let _ = writeln!(out, "  {code:<12} {meaning}");
@@ -876,6 +892,15 @@ mod tests {
         assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert!(parse_duration("").is_err());
+        assert_eq!(parse_duration("366d").unwrap(), MAX_DURATION);
+        for huge in [
+            "367d",
+            "18446744073709551615",
+            "18446744073709551615s",
+            "99999999999999999999h",
+        ] {
+            assert!(parse_duration(huge).is_err(), "{huge}");
+        }
         assert!(parse_duration("-3").is_err());
     }
 

@@ -14,6 +14,7 @@
 //!   its phases, `failure.rs` sorts their errors, `sql.rs` sends their queries.
 //! - `supervise.rs`: spawn, forward, reap, exit status.
 //! - `exit.rs`, `error.rs`: the exit codes and the one error type.
+//! - `logging.rs`, `redact.rs`: every line to stderr, passwords masked.
 
 mod alembic;
 mod boot;
@@ -24,6 +25,7 @@ mod failure;
 mod lock;
 mod logging;
 mod migrate;
+mod redact;
 mod runtime;
 mod signals;
 mod sql;
@@ -48,6 +50,7 @@ fn main() {
             std::process::exit(Exit::Internal.code());
         }
     };
+    redact::add_startup_secrets();
     let cfg = match config::from_env() {
         Ok(Ok(cfg)) => cfg,
         Ok(Err(help)) => {
@@ -55,7 +58,7 @@ fn main() {
             std::process::exit(0);
         }
         Err(e) => {
-            eprintln!("pgboot: error: {e}");
+            eprintln!("pgboot: error: {}", redact::redact(&e.to_string()));
             std::process::exit(e.exit().code());
         }
     };
