@@ -18,10 +18,14 @@ pub(super) struct PyStr {
     pub(super) body: String,
 }
 
-/// One logical line: tokens up to a NEWLINE outside brackets; `indent` in columns (tabs to 8).
+/// One logical line: tokens up to a NEWLINE outside brackets.
 #[derive(Debug)]
 pub(super) struct LogicalLine {
+    /// Indentation in columns, tabs to the next multiple of 8 (Python's measure).
     pub(super) indent: usize,
+    /// Indentation with tabs counted as one column: where the two measures order lines
+    /// differently, Python raises `TabError`.
+    pub(super) alt_indent: usize,
     pub(super) lineno: usize,
     pub(super) toks: Vec<Tok>,
 }
@@ -55,6 +59,10 @@ struct Lexer {
 
 /// Split Python source into logical lines of tokens, skipping comments and whole string
 /// literals (including triple-quoted and nested f-strings).
+///
+/// # Errors
+/// Text Python's tokenizer would reject: an unterminated string, a bracket closed by the wrong
+/// kind or never closed, a character that is no token, a malformed number or escape.
 pub(super) fn tokenize(src: &str) -> Result<Vec<LogicalLine>, String> {
     let mut lx = Lexer {
         s: src.chars().collect(),
@@ -63,14 +71,14 @@ pub(super) fn tokenize(src: &str) -> Result<Vec<LogicalLine>, String> {
     };
     let mut lines = Vec::new();
     let mut toks = Vec::new();
-    let mut depth = 0usize;
-    let (mut indent, mut lineno) = (0, 1);
+    let mut open: Vec<&'static str> = Vec::new();
+    let (mut indent, mut alt_indent, mut lineno) = (0, 0, 1);
     let mut line_start = true;
     while let Some(c) = lx.peek() {
         if line_start {
             line_start = false;
-            if toks.is_empty() && depth == 0 {
-                indent = lx.indentation();
+            if toks.is_empty() && open.is_empty() {
+                (indent, alt_indent) = lx.indentation();
                 lineno = lx.line;
                 continue;
             }
@@ -82,9 +90,10 @@ pub(super) fn tokenize(src: &str) -> Result<Vec<LogicalLine>, String> {
             '\n' => {
                 lx.bump();
                 line_start = true;
-                if depth == 0 && !toks.is_empty() {
+                if open.is_empty() && !toks.is_empty() {
                     lines.push(LogicalLine {
                         indent,
+                        alt_indent,
                         lineno,
                         toks: std::mem::take(&mut toks),
                     });
@@ -100,6 +109,9 @@ pub(super) fn tokenize(src: &str) -> Result<Vec<LogicalLine>, String> {
                 if lx.bump() != Some('\n') {
                     return lx.err("a backslash outside a string must end the line");
                 }
+                if lx.peek().is_none() {
+                    return lx.err("a backslash continues the last line of the file");
+                }
             }
             '"' | '\'' => toks.push(Tok::Str(lx.string(String::new())?)),
             c if is_ident_start(c) => {
@@ -113,19 +125,20 @@ pub(super) fn tokenize(src: &str) -> Result<Vec<LogicalLine>, String> {
             c if c.is_ascii_digit()
                 || (c == '.' && lx.peek_at(1).is_some_and(|d| d.is_ascii_digit())) =>
             {
-                while lx.peek().is_some_and(|c| is_ident_continue(c) || c == '.') {
-                    lx.bump();
-                }
+                lx.number()?;
                 toks.push(Tok::Num);
             }
             _ => {
                 let op = lx.operator()?;
                 match op {
-                    "(" | "[" | "{" => depth += 1,
+                    "(" | "[" | "{" => open.push(op),
                     ")" | "]" | "}" => {
-                        depth = depth
-                            .checked_sub(1)
+                        let opener = open
+                            .pop()
                             .ok_or_else(|| format!("line {}: unbalanced `{op}`", lx.line))?;
+                        if !matches!((opener, op), ("(", ")") | ("[", "]") | ("{", "}")) {
+                            return lx.err(&format!("`{op}` closes `{opener}`"));
+                        }
                     }
                     _ => {}
                 }
@@ -133,17 +146,17 @@ pub(super) fn tokenize(src: &str) -> Result<Vec<LogicalLine>, String> {
             }
         }
     }
-    if depth != 0 {
+    if !open.is_empty() {
         return Err("unclosed bracket at end of file".to_owned());
     }
     if !toks.is_empty() {
         lines.push(LogicalLine {
             indent,
+            alt_indent,
             lineno,
             toks,
         });
     }
-    super::syntax::check_indentation(&lines)?;
     Ok(lines)
 }
 
@@ -169,19 +182,90 @@ impl Lexer {
         Err(format!("line {}: {msg}", self.line))
     }
 
-    /// Leading whitespace in columns: tabs to the next multiple of 8, form feed resets.
-    fn indentation(&mut self) -> usize {
-        let mut col = 0;
+    /// Leading whitespace in columns, as Python measures it twice: tabs to the next multiple of
+    /// 8, and tabs as one column; a form feed resets both.
+    fn indentation(&mut self) -> (usize, usize) {
+        let (mut col, mut alt) = (0, 0);
         while let Some(c) = self.peek() {
             match c {
-                ' ' => col += 1,
-                '\t' => col = (col / 8 + 1) * 8,
-                '\x0c' => col = 0,
+                ' ' => (col, alt) = (col + 1, alt + 1),
+                '\t' => (col, alt) = ((col / 8 + 1) * 8, alt + 1),
+                '\x0c' => (col, alt) = (0, 0),
                 _ => break,
             }
             self.i += 1;
         }
-        col
+        (col, alt)
+    }
+
+    /// A number literal as Python's tokenizer reads it: `0x`/`0o`/`0b` integers, decimals
+    /// (no leading zeros unless all zeros), fractions, exponents, a `j` suffix, single `_`
+    /// between digits; a letter or digit straight after it is an error.
+    fn number(&mut self) -> Result<(), String> {
+        let radix = match (self.peek(), self.peek_at(1)) {
+            (Some('0'), Some('x' | 'X')) => 16,
+            (Some('0'), Some('o' | 'O')) => 8,
+            (Some('0'), Some('b' | 'B')) => 2,
+            _ => 10,
+        };
+        if radix == 10 {
+            let leading_zero = self.peek() == Some('0');
+            let int = self.digits(10)?;
+            let mut float = false;
+            if self.peek() == Some('.') {
+                self.i += 1;
+                float = true;
+                if self.peek().is_some_and(|c| c.is_ascii_digit()) {
+                    self.digits(10)?;
+                }
+            }
+            if matches!(self.peek(), Some('e' | 'E')) {
+                self.i += 1;
+                float = true;
+                if matches!(self.peek(), Some('+' | '-')) {
+                    self.i += 1;
+                }
+                if self.digits(10)?.is_empty() {
+                    return self.err("invalid exponent in a number");
+                }
+            }
+            let imaginary = matches!(self.peek(), Some('j' | 'J'));
+            if imaginary {
+                self.i += 1;
+            }
+            if leading_zero && !float && !imaginary && int.chars().any(|c| c != '0' && c != '_') {
+                return self.err("leading zeros in a decimal number");
+            }
+        } else {
+            self.i += 2;
+            if self.peek() == Some('_') {
+                self.i += 1;
+            }
+            if self.digits(radix)?.is_empty() {
+                return self.err("a number prefix without digits");
+            }
+        }
+        if self.peek().is_some_and(is_ident_continue) {
+            return self.err("invalid number literal");
+        }
+        Ok(())
+    }
+
+    /// Digits of `radix` with single `_` between them; returns them (empty when none).
+    fn digits(&mut self, radix: u32) -> Result<String, String> {
+        let mut out = String::new();
+        while let Some(c) = self.peek() {
+            let next_is_digit = self.peek_at(1).is_some_and(|d| d.is_digit(radix));
+            if c.is_digit(radix) || (c == '_' && next_is_digit && !out.is_empty()) {
+                out.push(c);
+            } else if c == '_' || (radix < 10 && c.is_ascii_digit()) {
+                return self.err("invalid digit or `_` in a number");
+            } else {
+                break;
+            }
+            self.i += 1;
+        }
+        Ok(out)
     }
 
     fn ident(&mut self) -> String {
@@ -271,6 +355,7 @@ impl Lexer {
                 _ => body.push(c),
             }
         }
+        check_literal_text(&lower, &body).map_err(|e| format!("line {start}: {e}"))?;
         Ok(PyStr {
             prefix,
             triple,
@@ -347,4 +432,58 @@ impl Lexer {
             }
         }
     }
+}
+
+/// What Python rejects inside a string literal's text: non-ASCII characters in a byte string,
+/// and (unless raw) a truncated `\x`, `\u`, `\U` escape, an out-of-range `\U`, or an unclosed
+/// `\N{…}`.
+fn check_literal_text(prefix: &str, body: &str) -> Result<(), String> {
+    let bytes = prefix.contains('b');
+    if bytes && !body.is_ascii() {
+        return Err("a byte string holds a non-ASCII character".to_owned());
+    }
+    if prefix.contains('r') {
+        return Ok(());
+    }
+    let chars: Vec<char> = body.chars().collect();
+    let mut k = 0;
+    while k < chars.len() {
+        if chars[k] != '\\' {
+            k += 1;
+            continue;
+        }
+        let hex = |n: usize| {
+            chars
+                .get(k + 2..k + 2 + n)
+                .filter(|h| h.iter().all(char::is_ascii_hexdigit))
+        };
+        match chars.get(k + 1) {
+            Some('x') if hex(2).is_none() => return Err("truncated \\x escape".to_owned()),
+            Some('u') if !bytes && hex(4).is_none() => {
+                return Err("truncated \\u escape".to_owned());
+            }
+            Some('U') if !bytes => {
+                let digits: String = hex(8)
+                    .ok_or_else(|| "truncated \\U escape".to_owned())?
+                    .iter()
+                    .collect();
+                if u32::from_str_radix(&digits, 16).map_or(true, |v| v > 0x0010_FFFF) {
+                    return Err("\\U escape out of range".to_owned());
+                }
+            }
+            Some('N') if !bytes => {
+                let closed = chars.get(k + 2) == Some(&'{')
+                    && chars[k + 2..]
+                        .iter()
+                        .position(|c| *c == '}')
+                        .is_some_and(|p| p > 1);
+                if !closed {
+                    return Err("malformed \\N{...} escape".to_owned());
+                }
+            }
+            _ => {}
+        }
+        k += 2;
+    }
+    Ok(())
 }

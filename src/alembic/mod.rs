@@ -24,6 +24,7 @@
 
 mod command;
 mod env_py;
+mod grammar;
 mod heads;
 mod ini;
 mod lexer;

@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use super::lexer::{LogicalLine, Tok, tokenize};
 use super::literal::{Value, check_rev_id, literal_value};
+use super::syntax::check;
 
 /// What one revision file declares.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,7 +52,9 @@ pub fn parse_revision_file(text: &str) -> Result<Option<RevisionInfo>, String> {
     }
     let mut values: HashMap<&'static str, Value> = HashMap::new();
     let mut def_indent: Option<usize> = None;
-    for line in &tokenize(&text)? {
+    let lines = tokenize(&text)?;
+    check(&lines)?;
+    for line in &lines {
         if let Some(outer) = def_indent {
             if line.indent > outer {
                 check_global(line)?;

@@ -513,9 +513,10 @@ mod tests {
             "migrations/env.py",
             "from alembic import context\ncontext.configure(connection=c, version_table='my_versions')\n",
         );
-        assert_eq!(
-            load(&t.invocation()).unwrap_err(),
-            "env.py configures its own version table"
+        assert!(
+            load(&t.invocation())
+                .unwrap_err()
+                .starts_with("env.py configures its own version table")
         );
     }
 
