@@ -15,6 +15,18 @@ pub struct Invocation {
     /// The (absolute) directory the command runs in. Alembic resolves a relative
     /// `script_location`, relative `version_locations` and `pyproject.toml` against it.
     pub cwd: PathBuf,
+    /// `upgrade head` or `upgrade heads`.
+    pub target: Target,
+}
+
+/// The upgrade's target: they differ when the revision files have more than one head
+/// (`head` then fails, `heads` upgrades them all).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// `upgrade head`.
+    Head,
+    /// `upgrade heads`.
+    Heads,
 }
 
 /// Recognise argv. `alembic_config_env` is the value of env `ALEMBIC_CONFIG` if set.
@@ -190,7 +202,7 @@ fn parse_alembic_args(
             }
         }
     }
-    check_upgrade_args(&args[i..])?;
+    let target = check_upgrade_args(&args[i..])?;
 
     if let Some(env) = env {
         if base_name(env) == "pyproject.toml" {
@@ -214,11 +226,12 @@ fn parse_alembic_args(
         config: cwd.join(config),
         section: section.unwrap_or_else(|| "alembic".to_owned()),
         cwd: cwd.to_path_buf(),
+        target,
     })
 }
 
 /// The arguments after `upgrade`: exactly one target, `head` or `heads`, and no options.
-fn check_upgrade_args(args: &[String]) -> Result<(), String> {
+fn check_upgrade_args(args: &[String]) -> Result<Target, String> {
     let mut target: Option<&str> = None;
     for a in args {
         let a = a.as_str();
@@ -238,7 +251,8 @@ fn check_upgrade_args(args: &[String]) -> Result<(), String> {
         }
     }
     match target {
-        Some("head" | "heads") => Ok(()),
+        Some("head") => Ok(Target::Head),
+        Some("heads") => Ok(Target::Heads),
         Some(t) => Err(format!("upgrade target `{t}` is not `head` or `heads`")),
         None => Err("upgrade is given no target".to_owned()),
     }
@@ -288,6 +302,7 @@ mod tests {
                 config: PathBuf::from("/app/alembic.ini"),
                 section: "alembic".to_owned(),
                 cwd: PathBuf::from("/app"),
+                target: Target::Head,
             }
         );
         assert!(

@@ -2,14 +2,16 @@
 //! plain `alembic upgrade head` and which revisions are the heads of its revision files.
 //!
 //! **Needs:** the migration command's argv, the absolute working directory it runs in, and the
-//! value of `ALEMBIC_CONFIG` if set ([`recognise`]); read access to the ini file, `env.py`,
-//! `pyproject.toml` (if any) and the version directories ([`load`]). Std only; Python is never run.
+//! value of `ALEMBIC_CONFIG` if set; read access to the ini file, `env.py`, `pyproject.toml`
+//! (if any) and the version directories; then the rows of `alembic_version`, which the caller
+//! reads. Std only; Python is never run.
 //!
-//! **Returns:** [`recognise`] gives `Ok(None)` when the command is not Alembic at all and
-//! `Ok(Some(Invocation))` for a plain `upgrade head` / `upgrade heads`. [`load`] gives a
-//! [`Script`]: the heads of the revision graph and every revision id found.
+//! **Returns:** [`expect`] reads the command and the files; `Expected::compare` gives an
+//! [`AlembicState`]: behind, at head, ahead, or unknown with the reason, shared by boot (the
+//! fast path is taken only at head) and `status`.
 //!
-//! **Any doubt means the slow path:** every function answers `Err(reason)` rather than guess.
+//! **Any doubt means unknown:** the fast path is taken only when it is provably what Alembic
+//! itself would conclude; every reader answers with a reason rather than guess.
 //!
 //! The files, in the order a check goes through them:
 //! - `command.rs`: recognising argv (`alembic …`, `python -m alembic …`).
@@ -21,6 +23,8 @@
 //! - `revision.rs`: one revision file's `revision` / `down_revision`.
 //! - `literal.rs`: the Python literals accepted as their values.
 //! - `heads.rs`: the revision graph and its heads.
+//! - `grammar.rs`: the token-level rules of `syntax.rs`.
+//! - `state.rs`: the answer, [`AlembicState`], from the files and the database's rows.
 
 mod command;
 mod env_py;
@@ -31,9 +35,9 @@ mod lexer;
 mod literal;
 mod revision;
 mod script;
+mod state;
 mod syntax;
 #[cfg(test)]
 mod test_support;
 
-pub use command::recognise;
-pub use script::load;
+pub use state::{AlembicState, expect};

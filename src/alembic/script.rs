@@ -458,6 +458,7 @@ mod tests {
             config: t.0.join("conf/alembic.ini"),
             section: "tenant".to_owned(),
             cwd: t.0.clone(),
+            target: crate::alembic::command::Target::Head,
         };
         assert_eq!(load(&inv).unwrap().heads, set(&["aaa111"]));
         let inv = Invocation {

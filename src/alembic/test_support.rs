@@ -45,6 +45,7 @@ impl TempDir {
             config: self.0.join("alembic.ini"),
             section: "alembic".to_owned(),
             cwd: self.0.clone(),
+            target: crate::alembic::command::Target::Head,
         }
     }
 }
