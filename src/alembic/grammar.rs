@@ -102,7 +102,13 @@ pub(super) fn check_line(toks: &[Tok]) -> Result<(), String> {
             return Err(format!("{} directly after {}", shown(b), shown(a)));
         }
         if let Tok::Op(o) = a {
+            let relative_import = matches!(*o, "." | "...") && *b == Tok::Op(".");
+            // `def f(a, /, b)`: the positional-only marker.
+            let positional_only =
+                *b == Tok::Op("/") && toks.iter().take(2).any(|t| is_name(t, "def"));
             if !matches!(*o, ")" | "]" | "}" | "...")
+                && !relative_import
+                && !positional_only
                 && matches!(b, Tok::Op(p) if BINARY_ONLY.contains(p))
             {
                 return Err(format!("{} directly after {}", shown(b), shown(a)));
@@ -194,7 +200,7 @@ fn nesting(toks: &[Tok]) -> Result<(), String> {
                 stack.push((o, call, Vec::new(), false, k + 1));
             }
             Tok::Op(o @ (")" | "]" | "}")) => {
-                if matches!(prev, Some(Tok::Op(p)) if !matches!(*p, "(" | "[" | "{" | ")" | "]" | "}" | "..." | "," | ":" | "*"))
+                if matches!(prev, Some(Tok::Op(p)) if !matches!(*p, "(" | "[" | "{" | ")" | "]" | "}" | "..." | "," | ":" | "*") && !(def_line && *p == "/"))
                 {
                     return Err(format!("`{o}` after an operator"));
                 }

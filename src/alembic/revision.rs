@@ -52,8 +52,10 @@ pub fn parse_revision_file(text: &str) -> Result<Option<RevisionInfo>, String> {
     }
     let mut values: HashMap<&'static str, Value> = HashMap::new();
     let mut def_indent: Option<usize> = None;
-    let lines = tokenize(&text)?;
-    check(&lines)?;
+    // Alembic imports every revision file: one Python rejects fails the whole upgrade.
+    let lines = tokenize(&text)
+        .and_then(|lines| check(&lines).map(|()| lines))
+        .map_err(|e| format!("Python would not compile it: {e}"))?;
     for line in &lines {
         if let Some(outer) = def_indent {
             if line.indent > outer {

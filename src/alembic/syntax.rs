@@ -138,3 +138,58 @@ fn outside(levels: &[Level], line: &LogicalLine) -> Result<(), String> {
         Err(format!("`{word}` outside {what}"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::check;
+    use crate::alembic::lexer::tokenize;
+
+    fn verdict(src: &str) -> Result<(), String> {
+        tokenize(src).and_then(|lines| check(&lines))
+    }
+
+    #[test]
+    fn valid_python_passes() {
+        for src in [
+            "from . import x\nfrom ..pkg import (a, b as c)\nfrom m import *\n",
+            "@decorator\nasync def f(a, /, b: int = 1, *args, c=None, **kw) -> None:\n    await g()\n    return [x for x in y if x]\n",
+            "x: str | None = None\ny = lambda a=1, *b: a\nz = d[1:2, ::3]\nw = {'k': v for k, v in p}\n",
+            "for name, in pairs:\n    if not name in s and name is not None:\n        continue\n    break\nelse:\n    pass\n",
+            "match cmd:\n    case [a, b] if a:\n        pass\n    case _:\n        pass\n",
+            "n = 0x_ff + 0o7 + 0b1 + 1_000.5e-3j + 00 + .5\ns = b'a' b'b' + 'x' f'{y!r:>{w}}'\n",
+            "class C(Base, metaclass=M):\n    def m(self):\n        yield from g()\n\n    x = 1\n",
+            "if a: b = 1\nwhile x: x -= 1\nprint(*a, sep='', **k)\n",
+        ] {
+            assert_eq!(verdict(src), Ok(()), "{src}");
+        }
+    }
+
+    #[test]
+    fn what_python_rejects_is_caught() {
+        for (src, why) in [
+            ("x = = 1\n", "`=` directly after `=`"),
+            ("x = (1]\n", "closes"),
+            ("x = 'a\n", "string"),
+            ("x = 01\n", "leading zeros"),
+            ("x = b'é'\n", "non-ASCII"),
+            ("x = '\\x4'\n", "truncated"),
+            ("print 'a'\n", "directly after"),
+            ("def f()\n    pass\n", "without `:`"),
+            ("if x:\n        a = 1\n    b = 2\n", "unindent"),
+            ("if x:\n        a = 1\n\tb = 2\n", "tabs and spaces"),
+            ("return 1\n", "outside a function"),
+            ("def f():\n    pass\nbreak\n", "outside a loop"),
+            ("'a' = 1\n", "cannot assign"),
+            ("f(a=1, a=2)\n", "repeated"),
+            ("f(a=1, b)\n", "positional argument after"),
+            ("x = [a, , b]\n", "nothing before"),
+            ("from sqlal-chemy import x\n", "in an import"),
+            ("x = y if z:\n", "`:`"),
+            ("x = 1 +\n", "cannot end"),
+            ("defupgrade() -> None:\n", "`->`"),
+        ] {
+            let err = verdict(src).expect_err(src);
+            assert!(err.contains(why), "{src:?}: {err}");
+        }
+    }
+}
