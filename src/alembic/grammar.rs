@@ -200,8 +200,14 @@ fn nesting(toks: &[Tok]) -> Result<(), String> {
                 stack.push((o, call, Vec::new(), false, k + 1));
             }
             Tok::Op(o @ (")" | "]" | "}")) => {
-                if matches!(prev, Some(Tok::Op(p)) if !matches!(*p, "(" | "[" | "{" | ")" | "]" | "}" | "..." | "," | ":" | "*") && !(def_line && *p == "/"))
-                {
+                // `(a, /)` in a def: the positional-only marker may close a parameter list.
+                let may_close = |p: &str| {
+                    matches!(
+                        p,
+                        "(" | "[" | "{" | ")" | "]" | "}" | "..." | "," | ":" | "*"
+                    ) || (def_line && p == "/")
+                };
+                if matches!(prev, Some(Tok::Op(p)) if !may_close(p)) {
                     return Err(format!("`{o}` after an operator"));
                 }
                 if let Some(frame) = stack.pop() {
