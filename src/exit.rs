@@ -12,6 +12,10 @@ pub enum Exit {
     Ok,
     /// `status` found something pending.
     Pending,
+    /// `status` found the database ahead of the files.
+    Ahead,
+    /// `status` cannot tell without running the migration command.
+    CannotTell,
     /// Bad flags, bad environment values, missing COMMAND (`EX_USAGE`).
     Usage,
     /// A migration failed, a checksum mismatch, a failed earlier migration,
@@ -44,6 +48,8 @@ impl Exit {
         match self {
             Exit::Ok => 0,
             Exit::Pending => 1,
+            Exit::Ahead => 2,
+            Exit::CannotTell => 3,
             Exit::Usage => 64,
             Exit::Migration => 65,
             Exit::Unavailable => 69,
@@ -68,6 +74,14 @@ impl Exit {
             "`wait`, `migrate` succeeded; `status` found nothing pending",
         ),
         ("1", "`status` found something pending"),
+        (
+            "2",
+            "`status` found the database ahead of the files (a migration or revision no file has)",
+        ),
+        (
+            "3",
+            "`status` cannot tell without running the migration command (it prints why)",
+        ),
         (
             "64",
             "usage error: bad flags, bad environment values, missing COMMAND",
@@ -121,6 +135,8 @@ mod tests {
         let cases = [
             (Exit::Ok, 0),
             (Exit::Pending, 1),
+            (Exit::Ahead, 2),
+            (Exit::CannotTell, 3),
             (Exit::Usage, 64),
             (Exit::Migration, 65),
             (Exit::Unavailable, 69),
@@ -145,6 +161,8 @@ mod tests {
         for exit in [
             Exit::Ok,
             Exit::Pending,
+            Exit::Ahead,
+            Exit::CannotTell,
             Exit::Usage,
             Exit::Migration,
             Exit::Unavailable,

@@ -109,16 +109,16 @@ fn run(cfg: Config, sfd: SignalFd) -> Result<Exit> {
             Ok(Exit::Ok)
         }
         Mode::Status { db, lock, migrate } => {
-            let (_, pending) = with_runtime(sfd, async |sigs| {
+            let (_, standing) = with_runtime(sfd, async |sigs| {
                 let target = boot::lock_target(&db)?;
                 let mut conn =
                     interruptible(sigs, wait::ready(&target, db.wait_timeout, None)).await?;
                 let key = lock::resolve_key(&mut conn, &lock.key).await?;
-                let pending = migrate::status(&mut conn, &migrate, key).await;
+                let standing = migrate::status(&mut conn, &migrate, key).await;
                 migrate::close(conn).await;
-                pending
+                standing
             })?;
-            Ok(if pending { Exit::Pending } else { Exit::Ok })
+            Ok(standing.exit())
         }
         Mode::Run { db, lock, sup } => {
             supervise::become_reaper();

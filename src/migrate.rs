@@ -19,8 +19,10 @@ use sqlx::migrate::{Migrate, Migration};
 use sqlx::postgres::PgConnection;
 use sqlx::{Connection, Row};
 
+use crate::alembic::AlembicState;
 use crate::config::DbAhead;
 use crate::error::{Error, Result};
+use crate::exit::Exit;
 use crate::failure;
 use crate::lock::Lock;
 use crate::sql;
@@ -354,9 +356,44 @@ fn migrate_error_text(e: &sqlx::migrate::MigrateError) -> String {
     e.to_string()
 }
 
+/// Where the database stands against the Alembic command's revision files, read without
+/// the lock and without Python.
+///
+/// # Errors
+/// Reading `alembic_version` failed.
+pub async fn alembic_state(conn: &mut PgConnection, argv: &[String]) -> Result<AlembicState> {
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    let env_cfg = std::env::var("ALEMBIC_CONFIG").ok();
+    let expected = match crate::alembic::expect(argv, &cwd, env_cfg.as_deref()) {
+        Ok(e) => e,
+        Err(reason) => return Ok(AlembicState::Unknown(reason)),
+    };
+    let exists: bool = sql::scalar(
+        &mut *conn,
+        "SELECT to_regclass('alembic_version') IS NOT NULL",
+    )
+    .await
+    .map_err(|e| query_error("reading alembic_version", &e))?;
+    let rows = if exists {
+        let rows = sql::rows(&mut *conn, "SELECT version_num::text FROM alembic_version")
+            .await
+            .map_err(|e| query_error("reading alembic_version", &e))?;
+        Some(
+            rows.iter()
+                .map(|r| r.try_get::<String, _>(0))
+                .collect::<std::result::Result<_, _>>()
+                .map_err(|e| query_error("reading alembic_version", &e))?,
+        )
+    } else {
+        None
+    };
+    Ok(expected.compare(rows))
+}
+
 /// Alembic's fast path: `Ok(true)` when the database is exactly at the
 /// files' head (skip the lock and Python). `Ok(false)` means take the slow path.
-/// `under_lock`: this is the re-check made after taking the lock (only the log differs).
+/// `under_lock`: this is the re-check made after taking the lock (only the log differs: the
+/// reason the fast path is off was said at INFO by the first check).
 ///
 /// # Errors
 /// Exit 65 with `--db-ahead fail` when the database holds a revision no file knows.
@@ -366,64 +403,33 @@ pub async fn alembic_at_head(
     policy: DbAhead,
     under_lock: bool,
 ) -> Result<bool> {
-    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
-    let env_cfg = std::env::var("ALEMBIC_CONFIG").ok();
-    let inv = match crate::alembic::recognise(argv, &cwd, env_cfg.as_deref()) {
-        Ok(Some(inv)) => inv,
-        Ok(None) => {
-            tracing::debug!("the migration command is not Alembic; taking the lock and running it");
-            return Ok(false);
+    match alembic_state(conn, argv).await? {
+        AlembicState::AtHead { heads } => {
+            if under_lock {
+                tracing::info!(head = ?heads, "another replica migrated while this one waited: database at head (alembic_version); nothing to do (no Python run)");
+            } else {
+                tracing::info!(head = ?heads, "database at head (alembic_version); nothing to migrate (no lock taken, no Python run)");
+            }
+            Ok(true)
         }
-        Err(why) => {
-            tracing::debug!(reason = %why, "Alembic fast path not possible; taking the lock and running the command");
-            return Ok(false);
+        AlembicState::Ahead { unknown, .. } => {
+            db_ahead(&unknown.into_iter().collect::<Vec<_>>(), policy)?;
+            // warn: the image is older than the database; running its Alembic
+            // would fail on the unknown revision, so serve without running it.
+            Ok(true)
         }
-    };
-    let script = match crate::alembic::load(&inv) {
-        Ok(s) => s,
-        Err(why) => {
-            tracing::debug!(reason = %why, "could not read the Alembic revisions unambiguously; taking the slow path");
-            return Ok(false);
+        AlembicState::Behind { db, heads } => {
+            tracing::debug!(database = ?db, files = ?heads, "alembic_version is behind the files' head");
+            Ok(false)
         }
-    };
-    if script.heads.len() != 1 {
-        tracing::debug!(heads = ?script.heads, "the revision files have more than one head; taking the slow path");
-        return Ok(false);
-    }
-    let exists: bool = sqlx::query_scalar("SELECT to_regclass('alembic_version') IS NOT NULL")
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(|e| query_error("reading alembic_version", &e))?;
-    if !exists {
-        tracing::debug!("no alembic_version table; taking the slow path");
-        return Ok(false);
-    }
-    let rows: Vec<String> = sqlx::query_scalar("SELECT version_num::text FROM alembic_version")
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(|e| query_error("reading alembic_version", &e))?;
-    let in_db: BTreeSet<String> = rows.into_iter().collect();
-    let unknown: Vec<String> = in_db
-        .iter()
-        .filter(|r| !script.revisions.contains(*r))
-        .cloned()
-        .collect();
-    if !unknown.is_empty() {
-        db_ahead(&unknown, policy)?;
-        // warn: the image is older than the database; running its Alembic
-        // would fail on the unknown revision, so serve without running it.
-        return Ok(true);
-    }
-    if in_db == script.heads {
-        if under_lock {
-            tracing::info!(head = ?script.heads, "another replica migrated while this one waited: database at head (alembic_version); nothing to do (no Python run)");
-        } else {
-            tracing::info!(head = ?script.heads, "database at head (alembic_version); nothing to migrate (no lock taken, no Python run)");
+        AlembicState::Unknown(reason) => {
+            if under_lock {
+                tracing::debug!(reason = %reason, "still cannot tell without running the command");
+            } else {
+                tracing::info!(reason = %reason, "fast path off: taking the lock and running the migration command");
+            }
+            Ok(false)
         }
-        Ok(true)
-    } else {
-        tracing::debug!(database = ?in_db, files = ?script.heads, "alembic_version is behind the files' head");
-        Ok(false)
     }
 }
 
@@ -432,7 +438,75 @@ pub async fn close(conn: PgConnection) {
     let _ = tokio::time::timeout(Duration::from_secs(2), conn.close()).await;
 }
 
-/// Prints the `status` report; returns whether anything is pending.
+/// What `status` found, and so its exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// Nothing pending.
+    AtHead,
+    /// Something pending (or a problem to fix by hand before migrating).
+    Pending,
+    /// The database holds migrations or revisions no file has.
+    Ahead,
+    /// Only running the migration command would tell.
+    Unknown,
+}
+
+impl Standing {
+    /// `status`'s exit code.
+    #[must_use]
+    pub fn exit(self) -> Exit {
+        match self {
+            Standing::AtHead => Exit::Ok,
+            Standing::Pending => Exit::Pending,
+            Standing::Ahead => Exit::Ahead,
+            Standing::Unknown => Exit::CannotTell,
+        }
+    }
+}
+
+/// The `status` lines for an Alembic state.
+fn alembic_report(state: &AlembicState) -> (Standing, String) {
+    let list = |s: &BTreeSet<String>| {
+        if s.is_empty() {
+            "(none)".to_owned()
+        } else {
+            s.iter().cloned().collect::<Vec<_>>().join(", ")
+        }
+    };
+    match state {
+        AlembicState::AtHead { heads } => (
+            Standing::AtHead,
+            format!(
+                "database: {}\nfiles' heads: {}\nstate: at head",
+                list(heads),
+                list(heads)
+            ),
+        ),
+        AlembicState::Behind { db, heads } => (
+            Standing::Pending,
+            format!(
+                "database: {}\nfiles' heads: {}\nstate: pending (Alembic would upgrade)",
+                list(db),
+                list(heads)
+            ),
+        ),
+        AlembicState::Ahead { db, unknown, heads } => (
+            Standing::Ahead,
+            format!(
+                "database: {}\nfiles' heads: {}\nstate: the database is ahead of these files (no file defines {})",
+                list(db),
+                list(heads),
+                list(unknown)
+            ),
+        ),
+        AlembicState::Unknown(reason) => (
+            Standing::Unknown,
+            format!("state: cannot tell without running the command: {reason}"),
+        ),
+    }
+}
+
+/// Prints the `status` report; returns what it found.
 ///
 /// # Errors
 /// As the checks it makes.
@@ -440,10 +514,10 @@ pub async fn status(
     conn: &mut PgConnection,
     cfg: &crate::config::MigrateConfig,
     key: i64,
-) -> Result<bool> {
+) -> Result<Standing> {
     use std::fmt::Write as _;
     let mut out = String::new();
-    let pending = if let Some(dir) = &cfg.dir {
+    let standing = if let Some(dir) = &cfg.dir {
         let files = load_dir(dir)?;
         let rows = applied(conn).await?.unwrap_or_default();
         let by_version: BTreeMap<i64, &Applied> = rows.iter().map(|a| (a.version, a)).collect();
@@ -473,10 +547,12 @@ pub async fn status(
                 f.path.display()
             );
         }
+        let mut ahead = false;
         for a in rows
             .iter()
             .filter(|a| !files.iter().any(|f| f.migration.version == a.version))
         {
+            ahead = true;
             let _ = writeln!(
                 out,
                 "{:<16} {:<10} {:<40} (no file: the database is ahead of this directory)",
@@ -488,20 +564,17 @@ pub async fn status(
             let _ = writeln!(out, "problem: {p}");
             pending = true;
         }
-        pending
+        if ahead {
+            Standing::Ahead
+        } else if pending {
+            Standing::Pending
+        } else {
+            Standing::AtHead
+        }
     } else if let Some(argv) = &cfg.command {
-        let at_head = alembic_at_head(conn, argv, DbAhead::Warn, false).await?;
-        let _ = writeln!(
-            out,
-            "migration command: {}\nstate: {}",
-            argv.join(" "),
-            if at_head {
-                "at head"
-            } else {
-                "pending, or cannot tell without running it"
-            }
-        );
-        !at_head
+        let (standing, report) = alembic_report(&alembic_state(conn, argv).await?);
+        let _ = writeln!(out, "migration command: {}\n{report}", argv.join(" "));
+        standing
     } else {
         return Err(Error::Usage(
             "status needs --migrations DIR or --migrate-cmd COMMAND to compare against".into(),
@@ -516,5 +589,5 @@ pub async fn status(
         holder.map_or_else(|| "free".to_string(), |h| format!("held by {h}"))
     );
     print!("{out}");
-    Ok(pending)
+    Ok(standing)
 }

@@ -41,7 +41,7 @@ const SERVE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Upper bound for one replica to exit after a SIGTERM.
 const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 /// Upper bound for a Python setup step (`alembic upgrade …`).
-const PYTHON_TIMEOUT: Duration = Duration::from_secs(120);
+pub(crate) const PYTHON_TIMEOUT: Duration = Duration::from_secs(120);
 /// What uvicorn 0.54 itself exits with after a SIGTERM (128 + 15): it shuts
 /// down cleanly, then re-raises the signal. Measured by the SIGTERM test.
 const UVICORN_SIGTERM_STATUS: i32 = 143;
@@ -91,7 +91,7 @@ fn venv_bin() -> &'static Path {
 }
 
 /// PATH with the venv first, so `python` and `uvicorn` are the venv's.
-fn path_env() -> String {
+pub(crate) fn path_env() -> String {
     format!(
         "{}:{}",
         venv_bin().display(),
@@ -100,7 +100,7 @@ fn path_env() -> String {
 }
 
 /// A copy of `examples/pipeline` in a fresh temp dir.
-fn service(tag: &str) -> TempDir {
+pub(crate) fn service(tag: &str) -> TempDir {
     let dir = TempDir::new(&format!("alembic-{tag}"));
     let src = repo().join("examples/pipeline");
     let out = process::run(
@@ -131,7 +131,7 @@ fn service(tag: &str) -> TempDir {
     dir
 }
 
-fn versions(svc: &TempDir) -> PathBuf {
+pub(crate) fn versions(svc: &TempDir) -> PathBuf {
     svc.path().join("migrations/versions")
 }
 
@@ -144,7 +144,7 @@ fn add_revision(svc: &TempDir, fixture: &str) {
 
 /// Runs `python -m alembic ARGS` in the copy against `url`, directly (no
 /// pgboot): for putting a database at a revision before a test.
-fn alembic(svc: &TempDir, url: &str, args: &[&str]) -> String {
+pub(crate) fn alembic(svc: &TempDir, url: &str, args: &[&str]) -> String {
     let mut cmd = Command::new(venv_bin().join("python"));
     cmd.args(["-m", "alembic"])
         .args(args)
@@ -361,12 +361,12 @@ fn stop_gracefully(reps: Vec<Replica>) {
 // ---------------------------------------------------------------------------
 // Database checks
 
-fn alembic_version(db: &TestDb) -> String {
+pub(crate) fn alembic_version(db: &TestDb) -> String {
     db.psql("SELECT string_agg(version_num, ',' ORDER BY version_num) FROM alembic_version")
 }
 
 /// Advisory locks (granted or waited for) in this database.
-fn advisory_locks(db: &TestDb) -> i64 {
+pub(crate) fn advisory_locks(db: &TestDb) -> i64 {
     db.psql(
         "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' \
          AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",

@@ -7,6 +7,7 @@
 mod support;
 
 mod alembic_e2e;
+mod alembic_exact;
 mod boot;
 mod cli;
 mod harness_selftest;
