@@ -17,7 +17,8 @@ use crate::signals;
 const AFTER_HELP: &str = "\
 Every option is also an environment variable (shown in brackets); the flag wins.
 Durations take humantime form (90s, 5m, 1h30m) or plain seconds, at most 366 days.
-Exit codes: 0 ok; 1 `status` found pending migrations; 64 usage; 65 migration failed;
+Exit codes: 0 ok; 1/2/3 `status` found pending migrations / the database ahead / cannot tell;
+64 usage; 65 migration failed;
 69 Postgres not ready in time; 70 internal error; 75 lock not acquired or lost;
 78 an error no wait can fix (auth, no database, privilege, URL, TLS);
 126/127 COMMAND not executable/not found; 128+N signal N; otherwise COMMAND's status.";
@@ -83,7 +84,7 @@ enum Sub {
         #[command(flatten)]
         log: LogArgs,
     },
-    /// Print applied and pending migrations and who holds the lock; exit 0 when nothing is pending, 1 otherwise.
+    /// Print applied and pending migrations and who holds the lock; exit 0 at head, 1 pending, 2 the database ahead, 3 cannot tell.
     #[command(after_help = AFTER_HELP)]
     Status {
         #[command(flatten)]
