@@ -144,6 +144,7 @@ pub async fn migrate(
     lock_cfg: &LockConfig,
     m: &MigrateConfig,
 ) -> Result<Report> {
+    crate::preflight::migrations(m)?;
     let target = lock_target(db)?;
     let (mut report, waited, rides) =
         riding_through(sigs, &target, db, async |conn| {

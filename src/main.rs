@@ -12,6 +12,7 @@
 //! - `boot.rs`: wait → fast path → lock → migrate → release, riding through
 //!   a lost connection; `wait.rs`, `lock.rs`, `migrate.rs`, `alembic.rs` are
 //!   its phases, `failure.rs` sorts their errors, `sql.rs` sends their queries.
+//! - `preflight.rs`: what is local, checked before waiting.
 //! - `supervise.rs`: spawn, forward, reap, exit status.
 //! - `exit.rs`, `error.rs`: the exit codes and the one error type.
 //! - `logging.rs`, `redact.rs`: every line to stderr, passwords masked.
@@ -25,10 +26,12 @@ mod failure;
 mod lock;
 mod logging;
 mod migrate;
+mod preflight;
 mod redact;
 mod runtime;
 mod signals;
 mod sql;
+mod statements;
 mod supervise;
 mod wait;
 
@@ -88,6 +91,7 @@ fn run(cfg: Config, sfd: SignalFd) -> Result<Exit> {
             exec,
         } => {
             supervise::become_reaper();
+            preflight::executable(&sup.command[0], "COMMAND")?;
             let start = Instant::now();
             let (sfd, report) = with_runtime(sfd, async |sigs| {
                 boot::migrate(sigs, &db, &lock, &migrate).await
@@ -122,6 +126,7 @@ fn run(cfg: Config, sfd: SignalFd) -> Result<Exit> {
         }
         Mode::Run { db, lock, sup } => {
             supervise::become_reaper();
+            preflight::executable(&sup.command[0], "COMMAND")?;
             let (_, code) = with_runtime(sfd, async |sigs| {
                 boot::run_locked(sigs, &db, &lock, &sup).await
             })?;

@@ -68,7 +68,35 @@ pub fn load_dir(dir: &Path) -> Result<Vec<File>> {
             )));
         }
     }
+    for f in &files {
+        check_file(f)?;
+    }
     Ok(files)
+}
+
+/// Refuses a file that would lie or fail halfway: one with no statement
+/// (recorded as applied, doing nothing — a file saved empty by mistake), and
+/// a `-- no-transaction` file with several statements (Postgres runs what is
+/// sent at once in one implicit transaction, so `CREATE INDEX CONCURRENTLY`
+/// among them fails with 25001, after the statements before it ran).
+fn check_file(f: &File) -> Result<()> {
+    let n = crate::statements::count(f.migration.sql.as_str());
+    if n == 0 {
+        return Err(Error::Migration(format!(
+            "{} holds no SQL statement: an empty migration would be recorded as applied and do \
+             nothing; write its SQL, or delete the file",
+            f.path.display()
+        )));
+    }
+    if f.migration.no_tx && n > 1 {
+        return Err(Error::Migration(format!(
+            "{} is marked `-- no-transaction` and holds {n} statements: Postgres runs statements \
+             sent together in one implicit transaction, so CREATE INDEX CONCURRENTLY among them \
+             fails (SQLSTATE 25001) after the others ran; put each statement in a file of its own",
+            f.path.display()
+        )));
+    }
+    Ok(())
 }
 
 /// A row of `_sqlx_migrations`.
