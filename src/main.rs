@@ -307,7 +307,7 @@ async fn migrate_command(
     let env = command_env(&lock, db);
     let t = Instant::now();
     tracing::info!(command = %argv.join(" "), "running the migration command under the lock");
-    let outcome = match supervise::spawn(argv, &env) {
+    let outcome = match supervise::spawn_under_lock(argv, &env) {
         Ok(pid) => Ok(supervise::supervise_async(
             sigs,
             pid,
@@ -320,6 +320,12 @@ async fn migrate_command(
         Err(e) => Err(e),
     };
     let migrating = t.elapsed();
+    if outcome
+        .as_ref()
+        .is_ok_and(supervise::Outcome::stopped_by_pgboot)
+    {
+        lock.wait_sessions_gone(lock::SESSIONS_GONE_TIMEOUT).await;
+    }
     let locked = lock.held();
     lock.release().await;
     let o = outcome.map_err(|e| match e {
@@ -395,7 +401,7 @@ async fn run_locked(
     let mut lock =
         interruptible(sigs, lock::acquire(conn, &lock_cfg.key, lock_cfg.timeout)).await?;
     let env = command_env(&lock, db);
-    let pid = match supervise::spawn(&sup.command, &env) {
+    let pid = match supervise::spawn_under_lock(&sup.command, &env) {
         Ok(pid) => pid,
         Err(e) => {
             lock.release().await;
@@ -411,6 +417,9 @@ async fn run_locked(
         &mut lock,
     )
     .await;
+    if o.stopped_by_pgboot() {
+        lock.wait_sessions_gone(lock::SESSIONS_GONE_TIMEOUT).await;
+    }
     lock.release().await;
     match o.stopped {
         Some(Stopped::LockLost(why)) => Err(Error::Lock(format!("{why}; COMMAND was stopped"))),

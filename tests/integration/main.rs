@@ -9,5 +9,6 @@ mod support;
 mod alembic_e2e;
 mod boot;
 mod cli;
+mod faults_process;
 mod harness_selftest;
 mod supervise;
