@@ -13,6 +13,7 @@ mod alembic;
 mod config;
 mod error;
 mod exit;
+mod lean;
 mod lock;
 mod logging;
 mod migrate;
@@ -40,6 +41,11 @@ fn main() {
             std::process::exit(Exit::Internal.code());
         }
     };
+    // The process that supervises the server for weeks stays small: the
+    // lean supervisor (`lean/`), when this is one, never reaches clap below.
+    if let Some(code) = lean::main(&sfd) {
+        std::process::exit(code);
+    }
     let cfg = match config::from_env() {
         Ok(Ok(cfg)) => cfg,
         Ok(Err(help)) => {
@@ -52,7 +58,8 @@ fn main() {
         }
     };
     logging::init(&cfg.log);
-    let code = match run(cfg, sfd) {
+    let log = cfg.log.clone();
+    let code = match run(cfg, sfd, &log) {
         Ok(exit) => exit.code(),
         Err(e) => {
             tracing::error!("{e}");
@@ -62,11 +69,11 @@ fn main() {
     std::process::exit(code);
 }
 
-fn run(cfg: Config, sfd: SignalFd) -> Result<Exit> {
+fn run(cfg: Config, sfd: SignalFd, log: &config::LogConfig) -> Result<Exit> {
     match cfg.mode {
         Mode::Supervise(sup) => {
             supervise::become_reaper();
-            serve(&sfd, &sup, false)
+            serve(&sfd, &sup, log, false)
         }
         Mode::Boot {
             db,
@@ -93,7 +100,7 @@ fn run(cfg: Config, sfd: SignalFd) -> Result<Exit> {
             if exec {
                 return Err(supervise::exec(&sup.command));
             }
-            serve(&sfd, &sup, true)
+            serve(&sfd, &sup, log, true)
         }
         Mode::Wait(db) => {
             with_runtime(sfd, async |sigs| {
@@ -130,10 +137,17 @@ fn run(cfg: Config, sfd: SignalFd) -> Result<Exit> {
     }
 }
 
-/// Spawns COMMAND and supervises it until it exits.
-fn serve(sfd: &SignalFd, sup: &SuperviseConfig, announce: bool) -> Result<Exit> {
+/// Spawns COMMAND and supervises it until it exits: in a lean image of
+/// pgboot (`lean::hand_over`), or here if that cannot start.
+fn serve(
+    sfd: &SignalFd,
+    sup: &SuperviseConfig,
+    log: &config::LogConfig,
+    announce: bool,
+) -> Result<Exit> {
     let pid = supervise::spawn(&sup.command, &[])?;
     tracing::debug!(pid = pid.as_raw(), command = ?sup.command, "started");
+    lean::hand_over(pid, sup, log, announce);
     Ok(supervise::supervise(sfd, pid, sup, announce))
 }
 
