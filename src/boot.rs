@@ -254,7 +254,7 @@ async fn command(
     let env = command_env(&lock, db);
     let t = Instant::now();
     tracing::info!(command = %Redacted(argv.join(" ")), "running the migration command under the lock");
-    let outcome = match supervise::spawn(argv, &env) {
+    let outcome = match supervise::spawn_under_lock(argv, &env) {
         Ok(pid) => {
             let o = supervise::supervise_async(
                 sigs,
@@ -265,6 +265,9 @@ async fn command(
                 &mut lock,
             )
             .await;
+            if o.stopped_by_pgboot() {
+                lock.wait_sessions_gone(lock::SESSIONS_GONE_TIMEOUT).await;
+            }
             judge_command(o, &mut lock, target, argv).await
         }
         Err(Error::Spawn { message, .. }) => {
@@ -392,7 +395,7 @@ pub async fn run_locked(
     .await?;
     let mut lock = lock;
     let env = command_env(&lock, db);
-    let pid = match supervise::spawn(&sup.command, &env) {
+    let pid = match supervise::spawn_under_lock(&sup.command, &env) {
         Ok(pid) => pid,
         Err(e) => {
             settle(&target, lock, Some(&e)).await;
@@ -408,6 +411,9 @@ pub async fn run_locked(
         &mut lock,
     )
     .await;
+    if o.stopped_by_pgboot() {
+        lock.wait_sessions_gone(lock::SESSIONS_GONE_TIMEOUT).await;
+    }
     let result = match o.stopped {
         Some(Stopped::LockLost(why)) => Err(Error::Lock(format!("{why}; COMMAND was stopped"))),
         _ => Ok(o.code),

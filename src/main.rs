@@ -23,6 +23,7 @@ mod config;
 mod error;
 mod exit;
 mod failure;
+mod lean;
 mod lock;
 mod logging;
 mod migrate;
@@ -53,6 +54,11 @@ fn main() {
             std::process::exit(Exit::Internal.code());
         }
     };
+    // The process that supervises the server for weeks stays small: the
+    // lean supervisor (`lean/`), when this is one, never reaches clap below.
+    if let Some(code) = lean::main(&sfd) {
+        std::process::exit(code);
+    }
     redact::add_startup_secrets();
     let cfg = match config::from_env() {
         Ok(Ok(cfg)) => cfg,
@@ -66,7 +72,8 @@ fn main() {
         }
     };
     logging::init(&cfg.log);
-    let code = match run(cfg, sfd) {
+    let log = cfg.log.clone();
+    let code = match run(cfg, sfd, &log) {
         Ok(exit) => exit.code(),
         Err(e) => {
             tracing::error!("{e}");
@@ -77,11 +84,11 @@ fn main() {
 }
 
 /// One arm per command; the work is in the modules.
-fn run(cfg: Config, sfd: SignalFd) -> Result<Exit> {
+fn run(cfg: Config, sfd: SignalFd, log: &config::LogConfig) -> Result<Exit> {
     match cfg.mode {
         Mode::Supervise(sup) => {
             supervise::become_reaper();
-            serve(&sfd, &sup, false)
+            serve(&sfd, &sup, log, false)
         }
         Mode::Boot {
             db,
@@ -100,7 +107,7 @@ fn run(cfg: Config, sfd: SignalFd) -> Result<Exit> {
             if exec {
                 return Err(supervise::exec(&sup.command));
             }
-            serve(&sfd, &sup, true)
+            serve(&sfd, &sup, log, true)
         }
         Mode::Wait(db) => {
             with_runtime(sfd, async |sigs| boot::wait_only(sigs, &db).await)?;
@@ -135,9 +142,16 @@ fn run(cfg: Config, sfd: SignalFd) -> Result<Exit> {
     }
 }
 
-/// Spawns COMMAND and supervises it until it exits.
-fn serve(sfd: &SignalFd, sup: &SuperviseConfig, announce: bool) -> Result<Exit> {
+/// Spawns COMMAND and supervises it until it exits: in a lean image of
+/// pgboot (`lean::hand_over`), or here if that cannot start.
+fn serve(
+    sfd: &SignalFd,
+    sup: &SuperviseConfig,
+    log: &config::LogConfig,
+    announce: bool,
+) -> Result<Exit> {
     let pid = supervise::spawn(&sup.command, &[])?;
     tracing::debug!(pid = pid.as_raw(), command = ?sup.command, "started");
+    lean::hand_over(pid, sup, log, announce);
     Ok(supervise::supervise(sfd, pid, sup, announce))
 }

@@ -8,6 +8,10 @@
 //! are logged and the loop goes on, because a dying PID 1 kills the
 //! container.
 //!
+//! Children that run under the lock (the migration command, `pgboot run`'s
+//! COMMAND) die with pgboot (`PR_SET_PDEATHSIG`); the server does not (see
+//! [`WhenPgbootDies`]).
+//!
 //! There is exactly one reaper, `signals::reap` (`waitpid(-1)`), run after
 //! each SIGCHLD; children are spawned with `std::process::Command` and only
 //! their pid is kept, so no other code waits on them and steals a status.
@@ -45,10 +49,32 @@ pub fn become_reaper() {
     }
 }
 
+/// What becomes of a child when pgboot dies without stopping it (`kill -9`,
+/// a crash, the OOM killer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WhenPgbootDies {
+    /// SIGKILL it (`PR_SET_PDEATHSIG`): a command run under the lock must not
+    /// outlive the lock session, or another replica takes the lock and
+    /// migrates at the same time (issue 7).
+    KillChild,
+    /// Leave it be, like tini and dumb-init do with theirs. The server: as
+    /// PID 1, pgboot's death ends the namespace and the server with it; when
+    /// pgboot is not PID 1, the server holds no lock, and its fate belongs to
+    /// whatever started pgboot (`tini -p` gives *tini* a death signal, not
+    /// its child). With `--exec` there is no parent left to die at all.
+    LeaveChild,
+}
+
 /// Builds the `Command` for `argv` with pgboot's spawn rules: its own
 /// process group, the terminal's foreground when stdin is a terminal, an
-/// empty signal mask, and `env` added to pgboot's environment.
-fn command<S: AsRef<OsStr>>(argv: &[S], env: &[(String, String)], own_group: bool) -> Command {
+/// empty signal mask, `env` added to pgboot's environment, and the death
+/// signal `tie` asks for.
+fn command<S: AsRef<OsStr>>(
+    argv: &[S],
+    env: &[(String, String)],
+    own_group: bool,
+    tie: WhenPgbootDies,
+) -> Command {
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..]);
     cmd.envs(env.iter().map(|(k, v)| (k, v)));
@@ -56,12 +82,29 @@ fn command<S: AsRef<OsStr>>(argv: &[S], env: &[(String, String)], own_group: boo
     if own_group {
         cmd.process_group(0);
     }
+    // Taken before the fork: the child compares its parent with it to tell
+    // whether pgboot died before the death signal was armed.
+    let parent = nix::unistd::getpid();
     #[allow(unsafe_code)]
     // SAFETY: the closure runs in the forked child before exec and calls only
-    // async-signal-safe functions (tcsetpgrp, getpid, sigprocmask); it
-    // allocates nothing and takes no lock.
+    // async-signal-safe functions (tcsetpgrp, getpid, getppid, prctl, kill,
+    // sigprocmask); it allocates nothing and takes no lock.
     unsafe {
         cmd.pre_exec(move || {
+            if tie == WhenPgbootDies::KillChild {
+                // The death signal fires when the *thread* that forked exits;
+                // pgboot spawns from its main thread (the database phases run
+                // on a current-thread runtime), which lives as long as pgboot.
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
+                // pgboot may have died between fork and prctl: then the child
+                // is already someone else's and no signal will come.
+                if nix::unistd::getppid() != parent {
+                    nix::sys::signal::kill(
+                        nix::unistd::getpid(),
+                        nix::sys::signal::Signal::SIGKILL,
+                    )?;
+                }
+            }
             if foreground {
                 // SIGTTOU is still blocked here, so a background group may
                 // take the terminal. ENOTTY and friends are not fatal.
@@ -97,12 +140,30 @@ fn spawn_error(argv0: &OsStr, e: &std::io::Error) -> Error {
     }
 }
 
-/// Spawns `argv` as a child in its own process group.
+/// Spawns the server: `argv` as a child in its own process group.
 ///
 /// # Errors
 /// 127 when the command is not found, 126 when it cannot be executed.
 pub fn spawn<S: AsRef<OsStr>>(argv: &[S], env: &[(String, String)]) -> Result<Pid> {
-    let child = command(argv, env, true)
+    spawn_with(argv, env, WhenPgbootDies::LeaveChild)
+}
+
+/// Spawns a command that runs under the lock (the migration command, `pgboot
+/// run`'s COMMAND): like [`spawn`], and killed (SIGKILL) by the kernel if pgboot
+/// dies first, so that it cannot outlive the lock session.
+///
+/// # Errors
+/// 127 when the command is not found, 126 when it cannot be executed.
+pub fn spawn_under_lock<S: AsRef<OsStr>>(argv: &[S], env: &[(String, String)]) -> Result<Pid> {
+    spawn_with(argv, env, WhenPgbootDies::KillChild)
+}
+
+fn spawn_with<S: AsRef<OsStr>>(
+    argv: &[S],
+    env: &[(String, String)],
+    tie: WhenPgbootDies,
+) -> Result<Pid> {
+    let child = command(argv, env, true, tie)
         .spawn()
         .map_err(|e| spawn_error(argv[0].as_ref(), &e))?;
     let pid = Pid::from_raw(i32::try_from(child.id()).map_err(|e| Error::sys("child pid", e))?);
@@ -116,7 +177,7 @@ pub fn spawn<S: AsRef<OsStr>>(argv: &[S], env: &[(String, String)]) -> Result<Pi
 /// # Errors
 /// 127 or 126 when exec fails; on success it does not return.
 pub fn exec(argv: &[OsString]) -> Error {
-    let e = command(argv, &[], false).exec();
+    let e = command(argv, &[], false, WhenPgbootDies::LeaveChild).exec();
     spawn_error(argv[0].as_ref(), &e)
 }
 
@@ -130,6 +191,9 @@ struct Tracker<'a> {
     status: Option<WaitStatus>,
     /// The first terminating signal pgboot itself received.
     signalled: Option<i32>,
+    /// The stop requests (SIGTERM, SIGINT, SIGQUIT) the child already got,
+    /// as a bit set by signal number: the same one again kills its group.
+    asked_to_stop: u64,
 }
 
 impl<'a> Tracker<'a> {
@@ -141,6 +205,7 @@ impl<'a> Tracker<'a> {
             kill_at: None,
             status: None,
             signalled: None,
+            asked_to_stop: 0,
         }
     }
 
@@ -159,6 +224,17 @@ impl<'a> Tracker<'a> {
         if self.status.is_some() {
             return;
         }
+        let stop_request = matches!(sig, libc::SIGTERM | libc::SIGINT | libc::SIGQUIT);
+        if stop_request && self.asked_to_stop & bit(sig) != 0 {
+            // What a user means by pressing Ctrl-C twice, or an orchestrator
+            // by a second `stop`: do not wait out a grace period (or forever,
+            // when none is set) for a child that ignores the first request.
+            // A *different* stop signal is forwarded: servers give them
+            // meanings of their own (nginx: QUIT graceful, then TERM fast).
+            tracing::warn!(signal = %signals::name(sig), pid = self.pid.as_raw(), "the same stop signal again while the child is stopping; sending SIGKILL to its process group");
+            self.kill_now();
+            return;
+        }
         if to == sig {
             tracing::debug!(signal = %signals::name(sig), pid = self.pid.as_raw(), "forwarding");
         } else {
@@ -167,8 +243,9 @@ impl<'a> Tracker<'a> {
         if let Err(e) = signals::send(self.pid.as_raw(), to) {
             tracing::warn!(signal = %signals::name(to), error = %e, "could not forward signal");
         }
-        if matches!(sig, libc::SIGTERM | libc::SIGINT | libc::SIGQUIT) {
+        if stop_request {
             self.signalled.get_or_insert(sig);
+            self.asked_to_stop |= bit(sig);
             if let (Some(grace), None) = (self.grace, self.kill_at) {
                 self.kill_at = Some(Instant::now() + grace);
             }
@@ -197,6 +274,7 @@ impl<'a> Tracker<'a> {
         if let Err(e) = signals::send(-self.pid.as_raw(), libc::SIGTERM) {
             tracing::warn!(error = %e, "could not send SIGTERM to the child's group");
         }
+        self.asked_to_stop |= bit(libc::SIGTERM);
         let at = Instant::now() + grace;
         self.kill_at = Some(self.kill_at.map_or(at, |k| k.min(at)));
     }
@@ -212,11 +290,15 @@ impl<'a> Tracker<'a> {
                 pid = self.pid.as_raw(),
                 "still running after the grace period; sending SIGKILL to its process group"
             );
-            if let Err(e) = signals::send(-self.pid.as_raw(), libc::SIGKILL) {
-                tracing::warn!(error = %e, "could not SIGKILL the child's group");
-            }
-            self.kill_at = None;
+            self.kill_now();
         }
+    }
+
+    fn kill_now(&mut self) {
+        if let Err(e) = signals::send(-self.pid.as_raw(), libc::SIGKILL) {
+            tracing::warn!(error = %e, "could not SIGKILL the child's group");
+        }
+        self.kill_at = None;
     }
 
     /// The child ended: SIGTERM to what is left of its group, and its status.
@@ -227,6 +309,14 @@ impl<'a> Tracker<'a> {
         }
         exit::from_wait_status(status).unwrap_or(0)
     }
+}
+
+/// `signo`'s bit in a set of signals (1 to 64).
+fn bit(signo: i32) -> u64 {
+    u32::try_from(signo - 1)
+        .ok()
+        .and_then(|n| 1u64.checked_shl(n))
+        .unwrap_or(0)
 }
 
 /// Supervises the server until it exits; returns its status. Never fails.
@@ -280,6 +370,17 @@ pub struct Outcome {
     pub signalled: Option<i32>,
     /// Why pgboot stopped it, if it did.
     pub stopped: Option<Stopped>,
+}
+
+impl Outcome {
+    /// Whether pgboot ended the command (fencing, `--migrate-timeout`, or a
+    /// signal it forwarded): then the command's database sessions may
+    /// outlive it by up to `client_connection_check_interval`, and the lock
+    /// must wait for them (`Lock::wait_sessions_gone`) before it is released.
+    #[must_use]
+    pub fn stopped_by_pgboot(&self) -> bool {
+        self.stopped.is_some() || self.signalled.is_some()
+    }
 }
 
 /// A check made about once a second while a command runs under the lock.
@@ -351,5 +452,19 @@ pub async fn supervise_async(
         code: t.finish(),
         signalled: t.signalled,
         stopped,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bit;
+
+    #[test]
+    fn signal_bits_cover_1_to_64_and_nothing_else() {
+        assert_eq!(bit(1), 1);
+        assert_eq!(bit(libc::SIGTERM), 1 << 14);
+        assert_eq!(bit(64), 1 << 63);
+        assert_eq!(bit(0), 0);
+        assert_eq!(bit(65), 0);
     }
 }

@@ -10,6 +10,7 @@ mod alembic_e2e;
 mod alembic_exact;
 mod boot;
 mod cli;
+mod faults_process;
 mod harness_selftest;
 mod ride_through;
 mod supervise;

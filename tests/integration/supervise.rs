@@ -425,6 +425,68 @@ while :; do sleep 0.05; done"#;
     assert!(took < Duration::from_secs(6), "took {took:?}");
 }
 
+/// A child that records and ignores a stop signal (SIGTERM, SIGINT) gets
+/// SIGKILL (137) at once when the same signal comes a second time, with no
+/// grace period set and with a long one alike.
+fn a_second_stop_request_kills_a_child_that_ignores_the_first(pid1: bool) {
+    for (flags, sig, name) in [
+        (&[][..], libc::SIGTERM, "TERM"),
+        (&["--grace-period", "60s"][..], libc::SIGINT, "INT"),
+    ] {
+        let dir = TempDir::new("sup-second");
+        let script = r#"cd "$1"
+echo $$ > pgid
+trap 'echo TERM >> got' TERM
+trap 'echo INT >> got' INT
+touch ready
+while :; do sleep 0.05; done"#;
+        let _cleanup = KillGroup(dir.path().join("pgid"));
+        let mut r = start_sh(pid1, flags, script, dir.path());
+        let pid = if pid1 {
+            pid1_ready_for_signals(&r)
+        } else {
+            r.pid()
+        };
+        wait_file(&r, &dir.path().join("ready"));
+        send(pid, sig);
+        let got = dir.path().join("got");
+        let want = format!("{name}\n");
+        wait_until(&r, QUICK, "the child to record the first signal", || {
+            read(&got) == want
+        });
+        assert!(
+            r.wait_timeout(Duration::from_millis(300)).is_none(),
+            "pid1={pid1} {flags:?}: pgboot ended after the first SIG{name}\n{}",
+            r.output()
+        );
+        let sent = Instant::now();
+        send(pid, sig);
+        let code = r.exit_code(Duration::from_secs(10));
+        let took = sent.elapsed();
+        assert_eq!(code, 137, "pid1={pid1} {flags:?}\n{}", r.output());
+        assert!(
+            took < Duration::from_secs(2),
+            "pid1={pid1} {flags:?}: the second SIG{name} took {took:?} to kill the child\n{}",
+            r.output()
+        );
+        assert_eq!(
+            read(&got),
+            want,
+            "the second one was forwarded, not escalated"
+        );
+    }
+}
+
+#[test]
+fn a_second_stop_request_kills_a_child_that_ignores_the_first_as_pid1() {
+    a_second_stop_request_kills_a_child_that_ignores_the_first(true);
+}
+
+#[test]
+fn a_second_stop_request_kills_a_child_that_ignores_the_first_as_a_child() {
+    a_second_stop_request_kills_a_child_that_ignores_the_first(false);
+}
+
 #[test]
 fn leftover_group_members_get_sigterm_when_the_child_exits() {
     // As a plain child: as PID 1, pgboot's exit tears the namespace down

@@ -1,0 +1,92 @@
+//! The lean supervisor: the process that lives as long as the server does
+//! is a small one (issue 12).
+//!
+//! Two ways in, both checked at the top of `main`, right after the signals
+//! are blocked and before clap, tokio, sqlx or `tracing-subscriber` run:
+//!
+//! - `pgboot supervise …` in the common case ([`args`]): read by hand, then
+//!   spawn and supervise, with no other step.
+//! - The handover ([`handover`]): after a boot (or a `supervise` the full
+//!   parser had to read), the process that spawned the server re-executes
+//!   pgboot's binary with `PGBOOT_SUPERVISE_HANDOVER` set, and the new image
+//!   supervises the inherited child. The database code, the runtime and the
+//!   parser were never touched in that image, so none of their pages are.
+//!
+//! Both run the same supervise loop as the full binary (`supervise.rs`);
+//! logs go through a few-dozen-line subscriber ([`log`]) in the chosen format.
+
+mod args;
+mod handover;
+mod log;
+
+use nix::sys::signalfd::SignalFd;
+use nix::unistd::Pid;
+
+use crate::config::{LogConfig, SuperviseConfig};
+use crate::exit::Exit;
+use crate::supervise;
+
+/// Runs the lean supervisor when this process is one; `None` when the full
+/// pgboot must run.
+pub fn main(sfd: &SignalFd) -> Option<i32> {
+    if let Some(value) = std::env::var_os(handover::VAR) {
+        return Some(take_over(sfd, &value.to_string_lossy()));
+    }
+    let args: Vec<_> = std::env::args_os().skip(1).collect();
+    let s = args::parse(&args, &|k| std::env::var(k).ok())?;
+    log::install(s.json, s.level);
+    supervise::become_reaper();
+    Some(match supervise::spawn(&s.sup.command, &[]) {
+        Ok(pid) => {
+            tracing::debug!(pid = pid.as_raw(), command = ?s.sup.command, "started");
+            supervise::supervise(sfd, pid, &s.sup, false).code()
+        }
+        Err(e) => {
+            tracing::error!("{e}");
+            e.exit().code()
+        }
+    })
+}
+
+/// The new image's side of the handover.
+fn take_over(sfd: &SignalFd, value: &str) -> i32 {
+    let Some(h) = handover::Handover::decode(value).filter(|h| is_our_child(h.pid)) else {
+        eprintln!(
+            "pgboot: error: {}={value:?} is not a handover from this pgboot: the variable is \
+             pgboot's own (it hands the server over to its lean supervisor); unset it",
+            handover::VAR
+        );
+        return Exit::Usage.code();
+    };
+    log::install(h.json, h.level);
+    supervise::become_reaper();
+    supervise::supervise(sfd, h.pid, &h.config(), h.announce).code()
+}
+
+/// Whether `pid` is a child of this process (alive or a zombie not reaped).
+fn is_our_child(pid: Pid) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The parent's pid is the second field after the parenthesised name.
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+        .and_then(|p| p.parse::<i32>().ok())
+        == Some(nix::unistd::getpid().as_raw())
+}
+
+/// Hands the supervision of the server `pid` over to a lean image of
+/// pgboot. Returns only if that was not possible; the caller then
+/// supervises in this process.
+pub fn hand_over(pid: Pid, sup: &SuperviseConfig, log: &LogConfig, announce: bool) {
+    let h = handover::Handover {
+        pid,
+        grace_period: sup.grace_period,
+        signal_map: sup.signal_map.iter().map(|(a, b)| (*a, *b)).collect(),
+        json: log.json,
+        level: tracing::level_filters::LevelFilter::current(),
+        announce,
+    };
+    let e = handover::exec(&h);
+    tracing::debug!(error = %e, "could not re-execute as the lean supervisor; supervising here");
+}
