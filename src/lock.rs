@@ -241,55 +241,77 @@ fn pooled_error(key: i64, evidence: &str) -> Error {
 }
 
 /// How many rounds the pooling probe makes. One is enough when the pool is
-/// idle; under load each round is another chance to see a server change hands.
-const POOL_PROBE_ROUNDS: usize = 3;
+/// idle; with several clients at once (replicas booting together, an app
+/// under load) each round is another chance to catch a server changing
+/// hands: 3 rounds let 1 replica in ~50 claim the lock behind a
+/// transaction pool in `tests/integration/pooler.rs`.
+const POOL_PROBE_ROUNDS: usize = 6;
 /// The longest the probe waits for its second connection or an answer; a
 /// session-mode pool with no free server queues it, which proves nothing.
 const POOL_PROBE_LIMIT: Duration = Duration::from_secs(2);
 
 /// Detects transaction (or statement) pooling before the lock is taken.
 ///
-/// A second client connection opens a transaction, which pins a server
-/// connection to it, and asks for its backend pid; then the lock session
-/// asks for its own. Connected directly or through a session-mode pool, the
-/// lock session keeps its own backend, and no other client ever gets it.
-/// Through a transaction pool, an idle lock session's server goes back to the
-/// pool between statements: the second client is handed that very backend
-/// (`PgBouncer` reuses the most recently released server first), or, under
-/// load, the lock session's next statement runs on another one. Statement
-/// pooling refuses the transaction outright.
+/// Each round, the lock session runs a statement marked with its backend
+/// pid, and right after it a second client connection opens a transaction
+/// (pinning a server connection to itself) and asks for its backend pid and
+/// for the last statement the lock session's backend ran. Connected
+/// directly or through a session-mode pool, the lock session keeps its own
+/// backend, no other client ever gets it, and its last statement is the
+/// marked one. Through a transaction pool, the idle lock session's server
+/// goes back to the pool between statements: the second client is handed
+/// that very backend (`PgBouncer` reuses the most recently released server
+/// first), or another client ran a statement on it meanwhile, or the lock
+/// session's next statement runs on another backend. Statement pooling
+/// refuses the transaction outright.
 async fn detect_pooling(target: &Target, conn: &mut PgConnection, s: &Session) -> Result<()> {
     let Ok(mut other) = crate::wait::try_connect(target, POOL_PROBE_LIMIT).await else {
         tracing::debug!("pooling probe: no second connection; relying on the per-statement checks");
         return Ok(());
     };
+    let ours = s.backend_pid;
+    let mark = format!("pgboot-pooling-probe-{ours}");
+    let marked = format!("SELECT pg_backend_pid() /* {mark} */");
+    let pin = format!(
+        "BEGIN; SELECT pg_backend_pid(), (SELECT query FROM pg_stat_activity WHERE pid = {ours})"
+    );
     let mut verdict = Ok(());
     for _ in 0..POOL_PROBE_ROUNDS {
         let round = async {
-            if let Err(e) = sql::execute(&mut other, "BEGIN").await {
-                return if failure::connection_lost(&e) {
-                    Ok(Ok(()))
-                } else {
-                    Ok(Err(format!(
+            let now: i32 = sql::scalar(conn, &marked).await?;
+            if now != ours {
+                return Ok(Err(format!(
+                    "this session's statements ran on server backends {ours} and {now}"
+                )));
+            }
+            let row = match sql::row(&mut other, &pin).await {
+                Ok(row) => row.ok_or(sqlx::Error::RowNotFound)?,
+                Err(e) if failure::connection_lost(&e) => return Err(e),
+                Err(e) => {
+                    return Ok(Err(format!(
                         "a transaction was refused ({})",
                         failure::classify(&e).text()
-                    )))
-                };
-            }
-            let theirs: i32 = sql::scalar(&mut other, "SELECT pg_backend_pid()").await?;
-            let ours: i32 = sql::scalar(conn, "SELECT pg_backend_pid()").await?;
+                    )));
+                }
+            };
+            let theirs: i32 = row.try_get(0)?;
+            let last: Option<String> = row.try_get(1)?;
             sql::execute(&mut other, "ROLLBACK").await?;
-            Ok::<_, sqlx::Error>(if theirs == s.backend_pid {
+            // An empty or hidden query text (track_activities off, another
+            // role) proves nothing; only another client's statement does.
+            let foreign =
+                last.filter(|q| !q.is_empty() && !q.starts_with('<') && !q.contains(&mark));
+            Ok::<_, sqlx::Error>(if theirs == ours {
                 Err(format!(
-                    "another client connection was given this session's server backend (pid {theirs})"
+                    "another client connection was given this session's server backend (pid {ours})"
                 ))
-            } else if ours == s.backend_pid {
-                Ok(())
+            } else if let Some(q) = foreign {
+                Err(format!(
+                    "this session's server backend (pid {ours}) ran another client's statement between two of its own ({})",
+                    q.chars().take(60).collect::<String>()
+                ))
             } else {
-                Err(format!(
-                    "this session's statements ran on server backends {} and {ours}",
-                    s.backend_pid
-                ))
+                Ok(())
             })
         };
         match tokio::time::timeout(POOL_PROBE_LIMIT, round).await {

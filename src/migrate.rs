@@ -390,19 +390,24 @@ pub async fn alembic_at_head(
         tracing::debug!(heads = ?script.heads, "the revision files have more than one head; taking the slow path");
         return Ok(false);
     }
-    let exists: bool = sqlx::query_scalar("SELECT to_regclass('alembic_version') IS NOT NULL")
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(|e| query_error("reading alembic_version", &e))?;
+    let exists: bool = sql::scalar(
+        &mut *conn,
+        "SELECT to_regclass('alembic_version') IS NOT NULL",
+    )
+    .await
+    .map_err(|e| query_error("reading alembic_version", &e))?;
     if !exists {
         tracing::debug!("no alembic_version table; taking the slow path");
         return Ok(false);
     }
-    let rows: Vec<String> = sqlx::query_scalar("SELECT version_num::text FROM alembic_version")
-        .fetch_all(&mut *conn)
+    let rows = sql::rows(conn, "SELECT version_num::text FROM alembic_version")
         .await
         .map_err(|e| query_error("reading alembic_version", &e))?;
-    let in_db: BTreeSet<String> = rows.into_iter().collect();
+    let in_db = rows
+        .iter()
+        .map(|r| r.try_get::<String, _>(0))
+        .collect::<std::result::Result<BTreeSet<String>, _>>()
+        .map_err(|e| query_error("reading alembic_version", &e))?;
     let unknown: Vec<String> = in_db
         .iter()
         .filter(|r| !script.revisions.contains(*r))
