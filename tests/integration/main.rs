@@ -10,5 +10,6 @@ mod alembic_e2e;
 mod boot;
 mod cli;
 mod harness_selftest;
+mod partition;
 mod pooler;
 mod supervise;

