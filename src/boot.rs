@@ -185,7 +185,19 @@ async fn builtin(
     )
     .await?;
     let t = Instant::now();
-    let applied = interruptible(sigs, migrate::builtin_apply(&mut lock, &files, m.db_ahead)).await;
+    // The migration runs on the lock session itself: a watch over fresh
+    // connections ends it if that session goes silent (see `lock::Watch`).
+    let watch = lock.watch();
+    let applied = interruptible(sigs, async {
+        tokio::select! {
+            r = migrate::builtin_apply(&mut lock, &files, m.db_ahead) => r,
+            why = watch.lost(target) => Err(Error::Lock(format!(
+                "{why}; another replica may take the lock, so the migration was abandoned \
+                 (Postgres rolls back a transactional one) and the server is not started"
+            ))),
+        }
+    })
+    .await;
     let migrating = t.elapsed();
     let locked = settle(target, lock, applied.as_ref().err()).await;
     let applied = applied?;

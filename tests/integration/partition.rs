@@ -185,7 +185,7 @@ fn assert_applied_once(scene: &Scene) {
         scene.net.host(1).addr()
     ));
     assert_eq!(
-        runs, "1 t",
+        runs, "1 true",
         "the migration's effect is not there exactly once (runs, none by the cut-off host)"
     );
 }
@@ -250,7 +250,7 @@ fn a_builtin_migration_cut_off_by_a_partition_is_abandoned_and_another_replica_m
         scene
             .db
             .psql("SELECT string_agg(version || ':' || success, ',') FROM _sqlx_migrations"),
-        "1:t"
+        "1:true"
     );
 }
 
