@@ -384,7 +384,7 @@ async fn settle(target: &Target, lock: Lock, error: Option<&Error>) -> Duration 
 /// started, COMMAND is not run twice: a lost lock session is fencing (75).
 ///
 /// # Errors
-/// As [`migrate`]'s phases; 75 when the lock session is lost while COMMAND runs.
+/// As [`migrate()`]'s phases; 75 when the lock session is lost while COMMAND runs.
 pub async fn run_locked(
     sigs: &AsyncSignals,
     db: &DbConfig,

@@ -1,14 +1,14 @@
-//! pgboot behind a real PgBouncer (Debian's, started by the test on
+//! pgboot behind a real `PgBouncer` (Debian's, started by the test on
 //! loopback): transaction pooling is refused before the lock is taken (78,
 //! naming `--migrate-database-url`), idle or under load, with nothing
-//! migrated and no advisory lock left in the pool; a stock PgBouncer (no
+//! migrated and no advisory lock left in the pool; a stock `PgBouncer` (no
 //! `ignore_startup_parameters`) accepts pgboot's startup packet; an 08P01
 //! from the pooler is fatal at once with the fix; session pooling works with
 //! one migrator; and `--migrate-database-url` direct boots while the server
 //! keeps the pooled `DATABASE_URL`.
 //!
 //! Every test has a database of its own in the shared Postgres 17 cluster and
-//! a PgBouncer of its own; every process is stopped by pid.
+//! a `PgBouncer` of its own; every process is stopped by pid.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
