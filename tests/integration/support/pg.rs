@@ -238,13 +238,30 @@ fn effective_uid() -> u32 {
         .expect("effective uid in /proc/self/status")
 }
 
-/// A command for a server-side program (initdb, pg_ctl, postgres): as
-/// `nobody` when we are root, with a clean environment for libpq/postgres.
-fn server_command(program: &Path, cwd: &Path) -> Command {
+/// A command for a server-side program (initdb, pg_ctl, postgres, pgbouncer):
+/// as `nobody` when we are root, with a clean environment for libpq/postgres.
+pub fn server_command(program: &Path, cwd: &Path) -> Command {
+    server_command_in(None, program, cwd)
+}
+
+/// [`server_command`], run inside network namespace `netns` when given
+/// (`ip netns exec NS setpriv ... program`).
+fn server_command_in(netns: Option<&str>, program: &Path, cwd: &Path) -> Command {
+    let in_ns = |program: &str| {
+        netns.map_or_else(
+            || Command::new(program),
+            |ns| {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, program]);
+                c
+            },
+        )
+    };
     let mut cmd = match run_as() {
-        None => Command::new(program),
+        None if netns.is_none() => Command::new(program),
+        None => in_ns(program.to_str().expect("utf-8 program path")),
         Some(ra) if ra.setpriv => {
-            let mut c = Command::new("setpriv");
+            let mut c = in_ns("setpriv");
             c.arg(format!("--reuid={}", ra.uid))
                 .arg(format!("--regid={}", ra.gid))
                 .arg("--clear-groups")
@@ -253,7 +270,7 @@ fn server_command(program: &Path, cwd: &Path) -> Command {
             c
         }
         Some(_) => {
-            let mut c = Command::new("runuser");
+            let mut c = in_ns("runuser");
             c.args(["-u", "nobody", "--"]).arg(program);
             c
         }
@@ -275,7 +292,7 @@ fn clean_env(cmd: &mut Command) {
 }
 
 /// Makes `path` belong to the server's account (no-op unless we are root).
-fn give_to_server(path: &Path) {
+pub fn give_to_server(path: &Path) {
     if let Some(ra) = run_as() {
         chown(path, Some(ra.uid), Some(ra.gid))
             .unwrap_or_else(|e| panic!("chown {}: {e}", path.display()));
@@ -298,7 +315,7 @@ fn random_u64() -> u64 {
     h.finish()
 }
 
-fn random_hex(chars: usize) -> String {
+pub fn random_hex(chars: usize) -> String {
     let mut s = String::new();
     while s.len() < chars {
         let _ = write!(s, "{:016x}", random_u64());
@@ -346,7 +363,7 @@ fn temp_base() -> &'static Path {
 
 /// Creates a fresh, uniquely named dir under the temp dir, mode 0755,
 /// owned by the server's account.
-fn make_temp_root(prefix: &str) -> PathBuf {
+pub fn make_temp_root(prefix: &str) -> PathBuf {
     let base = temp_base();
     for _ in 0..100 {
         let dir = base.join(format!(
@@ -369,7 +386,7 @@ fn make_temp_root(prefix: &str) -> PathBuf {
     panic!("could not create a temp dir under {}", base.display());
 }
 
-fn write_server_file(path: &Path, contents: &str) {
+pub fn write_server_file(path: &Path, contents: &str) {
     fs::write(path, contents).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
     fs::set_permissions(path, fs::Permissions::from_mode(0o600))
         .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
@@ -398,7 +415,7 @@ fn send_signal(pid: u32, signal: &str) {
         .status();
 }
 
-fn wait_pid_gone(pid: u32, timeout: Duration) -> bool {
+pub fn wait_pid_gone(pid: u32, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
         if !pid_alive(pid) {
@@ -412,7 +429,7 @@ fn wait_pid_gone(pid: u32, timeout: Duration) -> bool {
 }
 
 /// Last `lines` lines of a file, for panic messages.
-fn tail(path: &Path, lines: usize) -> String {
+pub fn tail(path: &Path, lines: usize) -> String {
     let text = fs::read(path)
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default();
@@ -445,7 +462,7 @@ static PORTS: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
 /// A free port on 127.0.0.1 outside the kernel's ephemeral range (so no
 /// outgoing connection can be sitting on it when a cluster restarts), not
 /// handed out to another cluster of this process.
-fn pick_port() -> u16 {
+pub fn pick_port() -> u16 {
     let (lo, hi) = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
         .and_then(|s| {
@@ -482,7 +499,7 @@ fn pick_port() -> u16 {
     port
 }
 
-fn release_port(port: u16) {
+pub fn release_port(port: u16) {
     let mut ports = PORTS
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -590,6 +607,8 @@ struct Conn {
     port: u16,
     password: String,
     psql: PathBuf,
+    /// The network namespace the server listens in, if not the test's own.
+    netns: Option<String>,
 }
 
 impl Conn {
@@ -605,7 +624,14 @@ impl Conn {
     /// Runs `sql` (fed on stdin, so it may hold several statements and psql
     /// meta-commands) with `psql -XAtq -v ON_ERROR_STOP=1` over TCP.
     fn psql(&self, user: &str, password: &str, db: &str, sql: &str) -> Result<String, String> {
-        let mut cmd = Command::new(&self.psql);
+        let mut cmd = match &self.netns {
+            None => Command::new(&self.psql),
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&self.psql);
+                c
+            }
+        };
         clean_env(&mut cmd);
         cmd.args([
             "-X",
@@ -652,6 +678,9 @@ pub struct Cluster {
     /// Serialises start/stop/restart.
     lifecycle: Mutex<()>,
     watchdog: Mutex<Option<Child>>,
+    /// Where the server runs and listens, when not in the test's own
+    /// network namespace: the namespace and the extra listen address.
+    netns: Option<(String, String)>,
 }
 
 impl Cluster {
@@ -692,10 +721,28 @@ impl Cluster {
             started_once: AtomicBool::new(false),
             lifecycle: Mutex::new(()),
             watchdog: Mutex::new(watchdog),
+            netns: None,
         };
         cluster.write_cluster_conf();
         cluster.set_password_single_user();
         cluster
+    }
+
+    /// Runs this (not yet started) cluster's server inside network namespace
+    /// `ns`, listening on its 127.0.0.1 and on `addr`, an address of that
+    /// namespace. psql then runs in `ns` too.
+    pub fn in_netns(mut self, ns: &str, addr: &str) -> Cluster {
+        assert!(!self.is_running(), "in_netns on a running cluster");
+        self.netns = Some((ns.to_owned(), addr.to_owned()));
+        self.write_cluster_conf();
+        // The template's pg_hba.conf lets in 127.0.0.1 only; the hosts of
+        // the namespace's /24 authenticate the same way.
+        let hba = self.data.join("pg_hba.conf");
+        let mut text =
+            fs::read_to_string(&hba).unwrap_or_else(|e| panic!("read {}: {e}", hba.display()));
+        text.push_str(&format!("host all all {addr}/24 scram-sha-256\n"));
+        fs::write(&hba, text).unwrap_or_else(|e| panic!("write {}: {e}", hba.display()));
+        self
     }
 
     /// Which version this cluster runs.
@@ -756,6 +803,7 @@ impl Cluster {
             port: self.port(),
             password: self.password.clone(),
             psql: self.psql.clone(),
+            netns: self.netns.as_ref().map(|(ns, _)| ns.clone()),
         }
     }
 
@@ -829,14 +877,18 @@ impl Cluster {
         loop {
             let log_len = fs::metadata(&self.log).map_or(0, |m| m.len());
             let out = process::run(
-                server_command(&self.bin.join("pg_ctl"), &self.root)
-                    .arg("start")
-                    .arg("-D")
-                    .arg(&self.data)
-                    .arg("-l")
-                    .arg(&self.log)
-                    .args(["-w", "-s", "-t", &START_TIMEOUT.as_secs().to_string()])
-                    .process_group(0),
+                server_command_in(
+                    self.netns.as_ref().map(|(ns, _)| ns.as_str()),
+                    &self.bin.join("pg_ctl"),
+                    &self.root,
+                )
+                .arg("start")
+                .arg("-D")
+                .arg(&self.data)
+                .arg("-l")
+                .arg(&self.log)
+                .args(["-w", "-s", "-t", &START_TIMEOUT.as_secs().to_string()])
+                .process_group(0),
                 None,
                 START_TIMEOUT + Duration::from_secs(10),
             );
@@ -953,6 +1005,10 @@ impl Cluster {
     /// Waits until a TCP connect to the port succeeds (pg_ctl -w already
     /// waited for "ready"; this covers the listen socket too).
     fn wait_accepting(&self) {
+        if self.netns.is_some() {
+            // Not reachable from here; `pg_ctl -w` saw it ready.
+            return;
+        }
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port.load(Ordering::SeqCst)));
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err() {
@@ -968,10 +1024,13 @@ impl Cluster {
 
     fn write_cluster_conf(&self) {
         let sock = self.root.display().to_string().replace('\'', "''");
+        let listen = self.netns.as_ref().map_or_else(String::new, |(_, addr)| {
+            format!("listen_addresses = '127.0.0.1,{addr}'\n")
+        });
         write_server_file(
             &self.data.join("pgboot_cluster.conf"),
             &format!(
-                "port = {}\nunix_socket_directories = '{sock}'\ncluster_name = 'pgboot-test-{}'\n",
+                "{listen}port = {}\nunix_socket_directories = '{sock}'\ncluster_name = 'pgboot-test-{}'\n",
                 self.port.load(Ordering::SeqCst),
                 self.root
                     .file_name()

@@ -15,7 +15,7 @@ pub fn bin() -> &'static str {
 }
 
 /// Environment variables that would leak the developer's database into a test.
-const SCRUB: &[&str] = &[
+pub const SCRUB: &[&str] = &[
     "DATABASE_URL",
     "PGHOST",
     "PGHOSTADDR",
