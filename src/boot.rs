@@ -353,14 +353,28 @@ async fn judge_command(
 }
 
 /// The environment of a command run under the lock: the lock's variables,
-/// and the direct URL as `DATABASE_URL` when `--migrate-database-url` is set,
-/// so the command migrates over the same connection path as the lock.
+/// and as `DATABASE_URL` the URL the lock uses — `--migrate-database-url`
+/// when set, so the command migrates over the same connection path as the
+/// lock, else `--database-url` (which may have come as a flag, not from the
+/// environment).
 fn command_env(lock: &Lock, db: &DbConfig) -> Vec<(String, String)> {
     let mut env = lock.child_env();
-    if let Some(url) = &db.migrate_url {
-        env.push(("DATABASE_URL".into(), url.clone()));
+    if let Some(url) = db.lock_url() {
+        env.push(("DATABASE_URL".into(), url.to_owned()));
     }
     env
+}
+
+/// The server's environment: `DATABASE_URL` is the URL pgboot was given
+/// (`--database-url` wins over the variable, as for pgboot itself), never
+/// the direct `--migrate-database-url`, which is removed from every child
+/// (`supervise::HIDDEN_FROM_CHILDREN`).
+#[must_use]
+pub fn server_env(db: &DbConfig) -> Vec<(String, String)> {
+    db.url
+        .iter()
+        .map(|url| ("DATABASE_URL".to_owned(), url.clone()))
+        .collect()
 }
 
 /// Gives the lock up: the one place every path that took it ends. Returns

@@ -88,7 +88,7 @@ fn run(cfg: Config, sfd: SignalFd, log: &config::LogConfig) -> Result<Exit> {
     match cfg.mode {
         Mode::Supervise(sup) => {
             supervise::become_reaper();
-            serve(&sfd, &sup, log, false)
+            serve(&sfd, &sup, &[], log, false)
         }
         Mode::Boot {
             db,
@@ -104,10 +104,11 @@ fn run(cfg: Config, sfd: SignalFd, log: &config::LogConfig) -> Result<Exit> {
                 boot::migrate(sigs, &db, &lock, &migrate).await
             })?;
             report.log_ready(start.elapsed(), &supervise::show(&sup.command));
+            let env = boot::server_env(&db);
             if exec {
-                return Err(supervise::exec(&sup.command));
+                return Err(supervise::exec(&sup.command, &env));
             }
-            serve(&sfd, &sup, log, true)
+            serve(&sfd, &sup, &env, log, true)
         }
         Mode::Wait(db) => {
             with_runtime(sfd, async |sigs| boot::wait_only(sigs, &db).await)?;
@@ -147,10 +148,11 @@ fn run(cfg: Config, sfd: SignalFd, log: &config::LogConfig) -> Result<Exit> {
 fn serve(
     sfd: &SignalFd,
     sup: &SuperviseConfig,
+    env: &[(String, String)],
     log: &config::LogConfig,
     announce: bool,
 ) -> Result<Exit> {
-    let pid = supervise::spawn(&sup.command, &[])?;
+    let pid = supervise::spawn(&sup.command, env)?;
     tracing::debug!(pid = pid.as_raw(), command = ?sup.command, "started");
     lean::hand_over(pid, sup, log, announce);
     Ok(supervise::supervise(sfd, pid, sup, announce))

@@ -49,6 +49,10 @@ pub fn become_reaper() {
     }
 }
 
+/// pgboot's variables that carry a URL, removed from every child's
+/// environment.
+pub const HIDDEN_FROM_CHILDREN: &[&str] = &["PGBOOT_MIGRATE_DATABASE_URL"];
+
 /// What becomes of a child when pgboot dies without stopping it (`kill -9`,
 /// a crash, the OOM killer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +81,11 @@ fn command<S: AsRef<OsStr>>(
 ) -> Command {
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..]);
+    // The direct, often privileged, URL is pgboot's alone: a command that
+    // needs it gets it as DATABASE_URL (`boot::command_env`).
+    for var in HIDDEN_FROM_CHILDREN {
+        cmd.env_remove(var);
+    }
     cmd.envs(env.iter().map(|(k, v)| (k, v)));
     let foreground = own_group && std::io::stdin().is_terminal();
     if own_group {
@@ -176,8 +185,8 @@ fn spawn_with<S: AsRef<OsStr>>(
 ///
 /// # Errors
 /// 127 or 126 when exec fails; on success it does not return.
-pub fn exec(argv: &[OsString]) -> Error {
-    let e = command(argv, &[], false, WhenPgbootDies::LeaveChild).exec();
+pub fn exec(argv: &[OsString], env: &[(String, String)]) -> Error {
+    let e = command(argv, env, false, WhenPgbootDies::LeaveChild).exec();
     spawn_error(argv[0].as_ref(), &e)
 }
 
