@@ -28,6 +28,8 @@ mod lock;
 mod logging;
 mod migrate;
 mod preflight;
+#[cfg(test)]
+mod properties;
 mod redact;
 mod runtime;
 mod signals;

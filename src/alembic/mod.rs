@@ -33,6 +33,8 @@ mod heads;
 mod ini;
 mod lexer;
 mod literal;
+#[cfg(test)]
+mod properties;
 mod revision;
 mod script;
 mod state;
