@@ -18,6 +18,7 @@
 mod alembic;
 mod boot;
 mod config;
+mod conninfo;
 mod error;
 mod exit;
 mod failure;
