@@ -129,6 +129,9 @@ pub async fn try_connect(
                 if let Some(other) = fallback {
                     crate::migrate::close(other).await;
                 }
+                for p in &problems {
+                    tracing::debug!(tried = %target.redact(p.text()), "passed over a host listed earlier");
+                }
                 return Ok(conn);
             }
             Ok(Ok((conn, _)))

@@ -9,6 +9,7 @@ mod support;
 mod alembic_e2e;
 mod boot;
 mod cli;
+mod conninfo;
 mod harness_selftest;
 mod ride_through;
 mod supervise;
