@@ -134,7 +134,7 @@ impl Certs {
     }
 }
 
-/// A PostgreSQL 17 cluster serving TLS with the certificate of [`Certs`].
+/// A Postgres 17 cluster serving TLS with the certificate of [`Certs`].
 fn tls_cluster() -> &'static (Cluster, Certs) {
     static TLS: OnceLock<(Cluster, Certs)> = OnceLock::new();
     TLS.get_or_init(|| {
@@ -463,7 +463,7 @@ fn several_hosts_are_tried_in_order() {
     assert!(r.1.contains(&format!("127.0.0.1:{b}")), "{}", r.1);
 }
 
-/// A PostgreSQL 15 primary and a hot standby of it (Debian's 15 ships
+/// A Postgres 15 primary and a hot standby of it (Debian's 15 ships
 /// `pg_basebackup`; the npm 17 does not).
 fn primary_and_standby() -> (Cluster, Cluster) {
     let primary = Cluster::new(PgVersion::V15);
