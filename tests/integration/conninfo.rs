@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::support::pg::{self, Cluster, PgVersion};
+use crate::support::pg::{self, Cluster, PgVersion, TestDb};
 use crate::support::pgboot::{TempDir, pgboot, run};
 
 /// The bound for a run that should end on its own.
@@ -55,6 +55,35 @@ fn check(
 fn wait(url: &str, timeout: &str) -> Command {
     let mut c = pgboot(&["wait", "--database-url", url, "--wait-timeout", timeout]);
     c.env("PGBOOT_LOG", "trace").env("HOME", "/nonexistent");
+    c
+}
+
+/// `pgboot migrate --database-url URL --migrations DIR --wait-timeout T`,
+/// logging at trace level.
+fn migrate(url: &str, dir: &str, timeout: &str) -> Command {
+    let mut c = pgboot(&[
+        "migrate",
+        "--database-url",
+        url,
+        "--migrations",
+        dir,
+        "--wait-timeout",
+        timeout,
+    ]);
+    c.env("PGBOOT_LOG", "trace").env("HOME", "/nonexistent");
+    c
+}
+
+/// `pgboot wait` with no URL: libpq's variables name `db`.
+fn wait_by_variables(db: &TestDb) -> Command {
+    let mut c = pgboot(&["wait", "--wait-timeout", "20s"]);
+    c.env("PGHOST", "127.0.0.1")
+        .env("PGPORT", db.port().to_string())
+        .env("PGUSER", "postgres")
+        .env("PGDATABASE", &db.name)
+        .env("PGPASSWORD", db.password())
+        .env("PGBOOT_LOG", "trace")
+        .env("HOME", "/nonexistent");
     c
 }
 
@@ -282,15 +311,8 @@ fn bad_libpq_variables_are_usage_errors_naming_them() {
     ] {
         // No URL: a URL's own port (or sslmode…) would win over the
         // variable, and libpq does not read a variable it does not use.
-        let mut c = pgboot(&["wait", "--wait-timeout", "30s"]);
-        c.env("PGHOST", "127.0.0.1")
-            .env("PGPORT", db.port().to_string())
-            .env("PGUSER", "postgres")
-            .env("PGDATABASE", &db.name)
-            .env("PGPASSWORD", db.password())
-            .env("PGBOOT_LOG", "trace")
-            .env("HOME", "/nonexistent")
-            .env(var, value);
+        let mut c = wait_by_variables(&db);
+        c.env(var, value);
         let r = timed(c);
         check(var, &r, 64, FAST, var, db.password());
         assert!(!r.1.contains(value), "{var}: the value is echoed\n{}", r.1);
@@ -300,17 +322,10 @@ fn bad_libpq_variables_are_usage_errors_naming_them() {
 #[test]
 fn libpq_variables_alone_reach_the_server() {
     let db = pg::shared(PgVersion::V17).create_db();
-    let mut c = pgboot(&["wait", "--wait-timeout", "20s"]);
-    c.env("PGHOST", "127.0.0.1")
-        .env("PGPORT", db.port().to_string())
-        .env("PGUSER", "postgres")
-        .env("PGDATABASE", &db.name)
-        .env("PGPASSWORD", db.password())
-        .env("PGSSLMODE", "disable")
+    let mut c = wait_by_variables(&db);
+    c.env("PGSSLMODE", "disable")
         .env("PGCONNECT_TIMEOUT", "5")
-        .env("PGAPPNAME", "pgboot-conninfo-test")
-        .env("PGBOOT_LOG", "trace")
-        .env("HOME", "/nonexistent");
+        .env("PGAPPNAME", "pgboot-conninfo-test");
     let r = timed(c);
     check(
         "PG* variables",
@@ -334,13 +349,16 @@ fn a_service_file_names_the_server() {
             db.name
         ),
     );
-    let mut c = pgboot(&["wait", "--wait-timeout", "20s"]);
-    c.env("PGSERVICE", "app")
-        .env("PGSERVICEFILE", &file)
-        .env("PGPASSWORD", db.password())
-        .env("PGBOOT_LOG", "trace")
-        .env("HOME", "/nonexistent");
-    let r = timed(c);
+    let service = |name: &str| {
+        let mut c = pgboot(&["wait", "--wait-timeout", "20s"]);
+        c.env("PGSERVICE", name)
+            .env("PGSERVICEFILE", &file)
+            .env("PGPASSWORD", db.password())
+            .env("PGBOOT_LOG", "trace")
+            .env("HOME", "/nonexistent");
+        c
+    };
+    let r = timed(service("app"));
     check(
         "PGSERVICE",
         &r,
@@ -350,12 +368,7 @@ fn a_service_file_names_the_server() {
         db.password(),
     );
     // A service defined nowhere is named, not ignored.
-    let mut c = pgboot(&["wait", "--wait-timeout", "20s"]);
-    c.env("PGSERVICE", "nope")
-        .env("PGSERVICEFILE", &file)
-        .env("PGPASSWORD", db.password())
-        .env("HOME", "/nonexistent");
-    let r = timed(c);
+    let r = timed(service("nope"));
     check(
         "unknown PGSERVICE",
         &r,
@@ -498,17 +511,7 @@ fn the_lock_and_migrations_go_to_the_writable_primary() {
     // The standby first, no target_session_attrs: the lock target asks for
     // read-write all the same, so the migration runs on the primary.
     let url = format!("postgres://postgres:{pw}@{hosts}/postgres");
-    let mut c = pgboot(&[
-        "migrate",
-        "--database-url",
-        &url,
-        "--migrations",
-        dir,
-        "--wait-timeout",
-        "20s",
-    ]);
-    c.env("PGBOOT_LOG", "trace").env("HOME", "/nonexistent");
-    let r = timed(c);
+    let r = timed(migrate(&url, dir, "20s"));
     check(
         "migrate past a standby",
         &r,
@@ -528,17 +531,7 @@ fn the_lock_and_migrations_go_to_the_writable_primary() {
         "postgres://postgres:{pw}@127.0.0.1:{}/postgres",
         standby.port()
     );
-    let mut c = pgboot(&[
-        "migrate",
-        "--database-url",
-        &url,
-        "--migrations",
-        dir,
-        "--wait-timeout",
-        "2s",
-    ]);
-    c.env("PGBOOT_LOG", "trace").env("HOME", "/nonexistent");
-    let r = timed(c);
+    let r = timed(migrate(&url, dir, "2s"));
     check(
         "only a standby",
         &r,

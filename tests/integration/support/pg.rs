@@ -658,8 +658,6 @@ impl Cluster {
     /// A new cluster for `v`: copied from the process's initdb'd template,
     /// its password set, a free port chosen. Not started.
     pub fn new(v: PgVersion) -> Cluster {
-        let bin = bin_dir(v);
-        let psql = psql_path(v);
         let tmpl = template(v);
         let root = make_temp_root(&format!("pgboot-pg{}", v.major()));
         let watchdog = spawn_watchdog(&root);
@@ -679,14 +677,22 @@ impl Cluster {
             out.describe()
         );
 
+        let cluster = Cluster::stopped(v, root, watchdog, random_hex(24));
+        cluster.set_password_single_user();
+        cluster
+    }
+
+    /// The cluster whose data dir `root/data` is in place: on a port of its
+    /// own, written to its config, not started.
+    fn stopped(v: PgVersion, root: PathBuf, watchdog: Option<Child>, password: String) -> Cluster {
         let cluster = Cluster {
             version: v,
-            bin,
+            bin: bin_dir(v),
             log: root.join("postgres.log"),
-            data,
+            data: root.join("data"),
             root,
-            password: random_hex(24),
-            psql,
+            password,
+            psql: psql_path(v),
             port: AtomicU16::new(pick_port()),
             port_shown: AtomicBool::new(false),
             started_once: AtomicBool::new(false),
@@ -694,7 +700,6 @@ impl Cluster {
             watchdog: Mutex::new(watchdog),
         };
         cluster.write_cluster_conf();
-        cluster.set_password_single_user();
         cluster
     }
 
@@ -1022,22 +1027,7 @@ impl Cluster {
             "pg_basebackup failed: {}",
             out.describe()
         );
-        let cluster = Cluster {
-            version: v,
-            bin: primary.bin.clone(),
-            log: root.join("postgres.log"),
-            data,
-            root,
-            password: primary.password.clone(),
-            psql: primary.psql.clone(),
-            port: AtomicU16::new(pick_port()),
-            port_shown: AtomicBool::new(false),
-            started_once: AtomicBool::new(false),
-            lifecycle: Mutex::new(()),
-            watchdog: Mutex::new(watchdog),
-        };
-        cluster.write_cluster_conf();
-        cluster
+        Cluster::stopped(v, root, watchdog, primary.password.clone())
     }
 
     /// Sets the per-cluster password before the server ever listens, so no
