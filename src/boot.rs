@@ -76,7 +76,7 @@ fn url_origin(db: &DbConfig) -> &'static str {
 /// # Errors
 /// A malformed URL (78).
 pub fn lock_target(db: &DbConfig) -> Result<Target> {
-    Target::new(db.lock_url(), url_origin(db))
+    Target::writable(db.lock_url(), url_origin(db))
 }
 
 /// `pgboot wait`: until Postgres answers `SELECT 1`.

@@ -36,6 +36,14 @@ impl Failure {
         }
     }
 
+    /// Whether Postgres itself gave this answer (an error with a SQLSTATE),
+    /// as opposed to silence, a refused or reset connection, or a local
+    /// failure: [`classify`] renders every database error with its SQLSTATE.
+    #[must_use]
+    pub fn answered_by_server(&self) -> bool {
+        self.text().contains("(SQLSTATE ")
+    }
+
     /// Whether waiting may fix it.
     #[must_use]
     pub fn is_transient(&self) -> bool {
@@ -81,9 +89,60 @@ pub fn sqlstate(code: &str) -> Sqlstate {
     }
 }
 
+/// The rustls error inside `e`: sqlx hands a failed handshake back as an
+/// `Io` error wrapping rustls's (rustls's `complete_io` makes every TLS
+/// error an `InvalidData` I/O error), and some set-up failures as `Tls`.
+fn rustls_error(e: &sqlx::Error) -> Option<&rustls::Error> {
+    match e {
+        sqlx::Error::Io(io) => io.get_ref()?.downcast_ref::<rustls::Error>(),
+        sqlx::Error::Tls(t) => t.downcast_ref::<rustls::Error>(),
+        _ => None,
+    }
+}
+
+/// Whether `e` is a TLS failure (the caller adds which sslmode and files).
+#[must_use]
+pub fn is_tls(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Tls(_)) || rustls_error(e).is_some()
+}
+
+/// What a rustls error means to the user, naming the option to look at.
+/// Every one is fatal: a certificate that does not verify today will not
+/// verify in a second, and retrying it for the whole wait hides the cause.
+fn tls_message(e: &rustls::Error) -> String {
+    use rustls::{CertificateError as C, Error as E};
+    match e {
+        E::InvalidCertificate(C::UnknownIssuer) => format!(
+            "TLS: the server's certificate is not signed by a CA pgboot trusts ({e}); \
+             set sslrootcert to the certificate of the CA that signed it"
+        ),
+        E::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => format!(
+            "TLS: the server's certificate does not name the host pgboot connected to ({e}); \
+             connect by a name the certificate holds, or use sslmode=verify-ca"
+        ),
+        E::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => {
+            format!("TLS: the server's certificate has expired ({e}); renew it")
+        }
+        E::InvalidCertificate(_) => format!(
+            "TLS: the server's certificate does not verify ({e}); check sslrootcert and the \
+             server's certificate"
+        ),
+        E::AlertReceived(_) => format!(
+            "TLS: the server rejected the handshake ({e}); check sslcert and sslkey (the \
+             client certificate) and the server's ssl settings"
+        ),
+        _ => {
+            format!("TLS: the handshake failed ({e}); check sslmode, sslrootcert, sslcert, sslkey")
+        }
+    }
+}
+
 /// Sorts a sqlx error, with a message fit to show.
 #[must_use]
 pub fn classify(e: &sqlx::Error) -> Failure {
+    if let Some(tls) = rustls_error(e) {
+        return Failure::Fatal(tls_message(tls));
+    }
     match e {
         sqlx::Error::Database(db) => {
             let code = db.code().map(|c| c.to_string()).unwrap_or_default();
@@ -118,7 +177,9 @@ pub fn classify(e: &sqlx::Error) -> Failure {
             Failure::Refused(io.to_string())
         }
         sqlx::Error::Io(io) => Failure::Transient(io.to_string()),
-        sqlx::Error::Tls(t) => Failure::Fatal(format!("TLS: {t}; check sslmode and sslrootcert")),
+        sqlx::Error::Tls(t) => Failure::Fatal(format!(
+            "TLS: {t}; check sslmode, sslrootcert, sslcert and sslkey"
+        )),
         sqlx::Error::Configuration(c) => Failure::Fatal(format!("configuration: {c}")),
         sqlx::Error::PoolTimedOut | sqlx::Error::WorkerCrashed => {
             Failure::Transient("timed out".into())
@@ -215,6 +276,33 @@ mod tests {
         let eof = sqlx::Error::Protocol("unexpected EOF".into());
         assert!(classify(&eof).is_transient());
         assert!(connection_lost(&eof));
+    }
+
+    #[test]
+    fn rustls_failures_are_fatal_and_name_the_option() {
+        use rustls::{CertificateError as C, Error as E};
+        let wrapped = |e: E| sqlx::Error::Io(IoError::new(ErrorKind::InvalidData, e));
+        for (err, fragment) in [
+            (E::InvalidCertificate(C::UnknownIssuer), "sslrootcert"),
+            (E::InvalidCertificate(C::NotValidForName), "verify-ca"),
+            (E::InvalidCertificate(C::Expired), "expired"),
+            (E::InvalidCertificate(C::BadSignature), "sslrootcert"),
+            (
+                E::AlertReceived(rustls::AlertDescription::UnknownCA),
+                "sslcert",
+            ),
+            (E::HandshakeNotComplete, "sslmode"),
+        ] {
+            let e = wrapped(err);
+            assert!(is_tls(&e));
+            match classify(&e) {
+                Failure::Fatal(m) => assert!(m.starts_with("TLS: ") && m.contains(fragment), "{m}"),
+                f => panic!("{f:?} should be fatal"),
+            }
+        }
+        // An I/O error that is not TLS stays what it was.
+        assert!(!is_tls(&io(ErrorKind::ConnectionReset)));
+        assert!(classify(&io(ErrorKind::InvalidData)).is_transient());
     }
 
     #[test]

@@ -19,7 +19,7 @@
 use std::time::{Duration, Instant};
 
 use sqlx::postgres::PgConnection;
-use sqlx::{ConnectOptions, Connection, Row};
+use sqlx::{Connection, Row};
 
 use crate::config::LockKey;
 use crate::error::{Error, Result};
@@ -832,15 +832,15 @@ impl Watch {
             lock_row(self.key)
         );
         let attempt = async {
-            let mut c = target.opts.connect().await?;
+            let mut c = crate::wait::try_connect(target, WATCH_EVERY * 2).await?;
             let n = sql::scalar::<i64>(&mut c, &q).await;
             crate::migrate::close(c).await;
-            n
+            n.map_err(|e| failure::classify(&e))
         };
         match tokio::time::timeout(WATCH_EVERY * 2, attempt).await {
             Ok(Ok(n)) if n > 0 => Seen::Holding,
             Ok(Ok(_)) => Seen::Gone,
-            Ok(Err(sqlx::Error::Database(_))) => Seen::Answered,
+            Ok(Err(f)) if f.answered_by_server() => Seen::Answered,
             Ok(Err(_)) | Err(_) => Seen::Silent,
         }
     }

@@ -20,6 +20,7 @@
 mod alembic;
 mod boot;
 mod config;
+mod conninfo;
 mod error;
 mod exit;
 mod failure;

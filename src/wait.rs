@@ -14,134 +14,70 @@
 //! progress line is logged at least every 10 s.
 
 use std::cell::RefCell;
-use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
 use sqlx::ConnectOptions;
-use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::postgres::PgConnection;
 
+use crate::conninfo::{self, Candidate, ConnInfo, Purpose, ServerState, SessionAttrs};
 use crate::error::{Error, Result};
-use crate::failure::{Failure, classify};
+use crate::failure::{Failure, classify, is_tls};
 
-/// Where pgboot connects: the options, and what may be shown of them.
+/// Where pgboot connects: the candidate hosts, and what may be shown of them.
 #[derive(Debug, Clone)]
 pub struct Target {
-    /// The options sqlx connects with.
-    pub opts: PgConnectOptions,
-    /// `host:port` (or the socket path) for messages.
+    info: ConnInfo,
+    /// `host:port` (or the socket path) for messages; the hosts joined by
+    /// `,` when the URL names several.
     pub addr: String,
-    /// Secrets to scrub from any message: the URL's password, raw and decoded.
-    secrets: Vec<String>,
 }
 
 impl Target {
-    /// Builds the target from a URL, or from libpq's variables when `None`.
-    /// `origin` names where the URL came from, for the error message.
+    /// Builds the target from a URL, or from libpq's variables when `None`,
+    /// with `target_session_attrs` as given. `origin` names where the URL
+    /// came from, for the error message.
     ///
     /// # Errors
-    /// A malformed URL (exit 78), with the reason but never the URL.
+    /// A malformed URL or TLS configuration (exit 78), a bad `PG*` variable
+    /// (64), each named, never echoing the URL or a password.
     pub fn new(url: Option<&str>, origin: &str) -> Result<Target> {
-        let mut secrets: Vec<String> = Vec::new();
-        if let Ok(pw) = std::env::var("PGPASSWORD") {
-            secrets.push(pw);
-        }
-        let opts = match url {
-            None => PgConnectOptions::new(),
-            Some(url) => {
-                secrets.extend(url_password(url));
-                if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-                    return Err(Error::Config(format!(
-                        "{origin} is not a postgres:// or postgresql:// URL; \
-                         write it as postgres://USER:PASSWORD@HOST:PORT/DATABASE"
-                    )));
-                }
-                PgConnectOptions::from_str(url).map_err(|e| {
-                    let msg = redact(&e.to_string(), &secrets);
-                    Error::Config(format!(
-                        "{origin} is not a valid database URL ({msg}); \
-                         write it as postgres://USER:PASSWORD@HOST:PORT/DATABASE \
-                         and percent-encode special characters in the password"
-                    ))
-                })?
-            }
-        };
-        secrets.retain(|s| s.len() >= 2);
-        let addr = match opts.get_socket() {
-            Some(dir) => format!("{}/.s.PGSQL.{}", dir.display(), opts.get_port()),
-            None if opts.get_host().starts_with('/') => {
-                format!("{}/.s.PGSQL.{}", opts.get_host(), opts.get_port())
-            }
-            None => format!("{}:{}", opts.get_host(), opts.get_port()),
-        };
-        // No `extra_float_digits` in the startup packet: a stock PgBouncer
-        // rejects unknown startup parameters (08P01) unless told to ignore
-        // them, and pgboot reads no floats.
-        let opts = opts.disable_statement_logging().extra_float_digits(None);
-        Ok(Target {
-            opts,
-            addr,
-            secrets,
-        })
+        Target::resolve(url, origin, Purpose::AsGiven)
+    }
+
+    /// As [`Target::new`], for the lock and migrations: only a writable
+    /// primary will do. A URL asking for a standby or a read-only session
+    /// is a usage error (64); meeting only standbys is transient (a
+    /// failover may be under way).
+    ///
+    /// # Errors
+    /// As [`Target::new`].
+    pub fn writable(url: Option<&str>, origin: &str) -> Result<Target> {
+        Target::resolve(url, origin, Purpose::Writable)
+    }
+
+    fn resolve(url: Option<&str>, origin: &str, purpose: Purpose) -> Result<Target> {
+        let info = conninfo::resolve(url, origin, purpose, &|k| std::env::var(k).ok())?;
+        let addr = info
+            .candidates
+            .iter()
+            .map(|c| c.addr.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
+        Ok(Target { info, addr })
     }
 
     /// Removes every secret this target knows from `msg`.
     #[must_use]
     pub fn redact(&self, msg: &str) -> String {
-        redact(msg, &self.secrets)
+        redact(msg, &self.info.secrets)
     }
 
     /// `user@host:port/database`, for logs.
     #[must_use]
     pub fn display(&self) -> String {
-        format!(
-            "{}@{}/{}",
-            self.opts.get_username(),
-            self.addr,
-            self.opts.get_database().unwrap_or(self.opts.get_username())
-        )
+        format!("{}@{}/{}", self.info.user, self.addr, self.info.database)
     }
-}
-
-/// The password part of a URL's userinfo, raw and percent-decoded.
-fn url_password(url: &str) -> Vec<String> {
-    let Some(rest) = url.split_once("://").map(|(_, r)| r) else {
-        return Vec::new();
-    };
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    let Some((userinfo, _)) = authority.rsplit_once('@') else {
-        return Vec::new();
-    };
-    let Some((_, pw)) = userinfo.split_once(':') else {
-        return Vec::new();
-    };
-    let mut out = vec![pw.to_string()];
-    let decoded = percent_decode(pw);
-    if decoded != pw {
-        out.push(decoded);
-    }
-    out
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let Some(b) = std::str::from_utf8(&bytes[i + 1..i + 3])
-                .ok()
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(b);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn redact(msg: &str, secrets: &[String]) -> String {
@@ -152,28 +88,151 @@ fn redact(msg: &str, secrets: &[String]) -> String {
     out
 }
 
-/// One attempt: connect (bounded by `limit`) and run `SELECT 1`.
+/// One attempt: each candidate host in turn (each bounded by
+/// `connect_timeout`, all by `limit`), connect, run `SELECT 1` or check the
+/// session is what `target_session_attrs` asks for; the first that is wins.
 ///
 /// # Errors
-/// The attempt's failure, classified.
+/// The attempt's failure, classified: fatal as soon as one host's failure
+/// is (a wrong password or certificate is not fixed by another host);
+/// otherwise transient, naming each host tried and what it said, and
+/// `Refused` when every host refused.
 pub async fn try_connect(
     target: &Target,
     limit: Duration,
 ) -> std::result::Result<PgConnection, Failure> {
-    let attempt = async {
-        let mut conn = target.opts.connect().await.map_err(|e| classify(&e))?;
+    let info = &target.info;
+    let deadline = Instant::now() + limit;
+    let several = info.candidates.len() > 1;
+    let name = |c: &Candidate, m: &str| {
+        if several {
+            format!("{}: {m}", c.addr)
+        } else {
+            m.to_string()
+        }
+    };
+    let mut problems: Vec<Failure> = Vec::new();
+    // prefer-standby: the first non-standby, kept in case no host is one.
+    let mut fallback: Option<PgConnection> = None;
+    for c in &info.candidates {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (per_host, why) = match info.connect_timeout {
+            Some(t) if t < left => (t, "connect_timeout"),
+            _ => (left, "this attempt's limit"),
+        };
+        if per_host.is_zero() {
+            problems.push(Failure::Transient(name(c, "not tried: no time left")));
+            continue;
+        }
+        match tokio::time::timeout(per_host, attempt(c, info.attrs)).await {
+            Ok(Ok((conn, state))) if info.attrs.accepts(state) => {
+                if let Some(other) = fallback {
+                    crate::migrate::close(other).await;
+                }
+                for p in &problems {
+                    tracing::debug!(tried = %target.redact(p.text()), "passed over a host listed earlier");
+                }
+                return Ok(conn);
+            }
+            Ok(Ok((conn, _)))
+                if info.attrs == SessionAttrs::PreferStandby && fallback.is_none() =>
+            {
+                fallback = Some(conn);
+            }
+            Ok(Ok((conn, state))) => {
+                crate::migrate::close(conn).await;
+                problems.push(Failure::Transient(name(c, &mismatch(info.attrs, state))));
+            }
+            Ok(Err(Failure::Fatal(m))) => {
+                if let Some(other) = fallback {
+                    crate::migrate::close(other).await;
+                }
+                return Err(Failure::Fatal(name(c, &m)));
+            }
+            Ok(Err(Failure::Refused(m))) => problems.push(Failure::Refused(name(c, &m))),
+            Ok(Err(Failure::Transient(m))) => problems.push(Failure::Transient(name(c, &m))),
+            Err(_) => problems.push(Failure::Transient(name(
+                c,
+                &format!(
+                    "no answer within {} ({why})",
+                    humantime::format_duration(per_host)
+                ),
+            ))),
+        }
+    }
+    if let Some(conn) = fallback {
+        return Ok(conn);
+    }
+    let text = problems
+        .iter()
+        .map(Failure::text)
+        .collect::<Vec<_>>()
+        .join("; ");
+    if problems.iter().all(|f| matches!(f, Failure::Refused(_))) {
+        Err(Failure::Refused(text))
+    } else {
+        Err(Failure::Transient(text))
+    }
+}
+
+/// One host: its TLS files, the connection, and what the server is.
+async fn attempt(
+    c: &Candidate,
+    attrs: SessionAttrs,
+) -> std::result::Result<(PgConnection, ServerState), Failure> {
+    c.check_files().map_err(Failure::Fatal)?;
+    let mut conn = c.opts.connect().await.map_err(|e| match classify(&e) {
+        Failure::Fatal(m) if is_tls(&e) => Failure::Fatal(format!("{m} ({})", c.tls)),
+        f => f,
+    })?;
+    if attrs == SessionAttrs::Any {
         crate::sql::execute(&mut conn, "SELECT 1")
             .await
             .map_err(|e| classify(&e))?;
-        Ok(conn)
-    };
-    match tokio::time::timeout(limit, attempt).await {
-        Ok(r) => r,
-        Err(_) => Err(Failure::Transient(format!(
-            "no answer within {}",
-            humantime::format_duration(limit)
-        ))),
+        let any = ServerState {
+            in_recovery: false,
+            read_only: false,
+        };
+        return Ok((conn, any));
     }
+    // Text, not bool: the simple protocol returns text, and these are
+    // compared as libpq compares them.
+    let row = crate::sql::row(
+        &mut conn,
+        "SELECT pg_is_in_recovery()::text, current_setting('transaction_read_only')",
+    )
+    .await
+    .map_err(|e| classify(&e))?;
+    let get = |i: usize| -> String {
+        row.as_ref()
+            .and_then(|r| sqlx::Row::try_get::<String, _>(r, i).ok())
+            .unwrap_or_default()
+    };
+    let state = ServerState {
+        in_recovery: get(0) == "true",
+        read_only: get(1) == "on",
+    };
+    Ok((conn, state))
+}
+
+/// Why a connected server is not the one asked for.
+fn mismatch(attrs: SessionAttrs, state: ServerState) -> String {
+    let is = match (state.in_recovery, state.read_only) {
+        (true, _) => "is a standby (in recovery)",
+        (false, true) => {
+            "is a primary whose sessions are read-only (default_transaction_read_only)"
+        }
+        (false, false) => "is a writable primary",
+    };
+    let hint = if matches!(attrs, SessionAttrs::ReadWrite | SessionAttrs::Primary) {
+        "; waiting for a primary (a failover may be under way)"
+    } else {
+        ""
+    };
+    format!(
+        "{is}, not what target_session_attrs={} asks for{hint}",
+        attrs.name()
+    )
 }
 
 /// The delay after a refused connection: nothing listens, so a try costs a
@@ -294,13 +353,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn password_is_found_and_redacted() {
-        let url = "postgres://app:s3cr%40t@db:5432/app";
-        let pw = url_password(url);
-        assert_eq!(pw, ["s3cr%40t", "s3cr@t"]);
-        assert_eq!(redact("auth s3cr@t failed", &pw), "auth *** failed");
-        assert!(url_password("postgres://db/app").is_empty());
-        assert!(url_password("postgres://user@db/app").is_empty());
+    fn secrets_are_redacted() {
+        assert_eq!(
+            redact("auth s3cr@t failed", &["s3cr@t".into()]),
+            "auth *** failed"
+        );
     }
 
     #[test]
@@ -319,5 +376,18 @@ mod tests {
         let t = Target::new(Some("postgres://u:p@db.example:6543/x"), "x").unwrap();
         assert_eq!(t.addr, "db.example:6543");
         assert_eq!(t.display(), "u@db.example:6543/x");
+        let t = Target::new(Some("postgres://u:p@db1,db2:6543/x"), "x").unwrap();
+        // As in libpq, a host without a port gets the default one.
+        assert_eq!(t.addr, "db1:5432,db2:6543");
+    }
+
+    #[test]
+    fn a_mismatch_says_what_the_server_is() {
+        let standby = ServerState {
+            in_recovery: true,
+            read_only: true,
+        };
+        let m = mismatch(SessionAttrs::ReadWrite, standby);
+        assert!(m.contains("standby") && m.contains("read-write"), "{m}");
     }
 }

@@ -223,10 +223,11 @@ fn bad_local_input_is_refused_before_waiting_with_the_documented_code_and_no_sec
                 "--wait-timeout",
                 "1s",
             ],
-            // Waited for in vain; never printed.
-            69,
-            10,
-            "",
+            // A parameter pgboot does not take: refused (78) at once,
+            // named but never printed with its value.
+            78,
+            5,
+            "parameter sslpassword",
         ),
     ];
     for c in &cases {

@@ -10,6 +10,7 @@ mod alembic_e2e;
 mod alembic_exact;
 mod boot;
 mod cli;
+mod conninfo;
 mod faults_process;
 mod harness_selftest;
 mod input;

@@ -687,8 +687,6 @@ impl Cluster {
     /// A new cluster for `v`: copied from the process's initdb'd template,
     /// its password set, a free port chosen. Not started.
     pub fn new(v: PgVersion) -> Cluster {
-        let bin = bin_dir(v);
-        let psql = psql_path(v);
         let tmpl = template(v);
         let root = make_temp_root(&format!("pgboot-pg{}", v.major()));
         let watchdog = spawn_watchdog(&root);
@@ -708,14 +706,22 @@ impl Cluster {
             out.describe()
         );
 
+        let cluster = Cluster::stopped(v, root, watchdog, random_hex(24));
+        cluster.set_password_single_user();
+        cluster
+    }
+
+    /// The cluster whose data dir `root/data` is in place: on a port of its
+    /// own, written to its config, not started.
+    fn stopped(v: PgVersion, root: PathBuf, watchdog: Option<Child>, password: String) -> Cluster {
         let cluster = Cluster {
             version: v,
-            bin,
+            bin: bin_dir(v),
             log: root.join("postgres.log"),
-            data,
+            data: root.join("data"),
             root,
-            password: random_hex(24),
-            psql,
+            password,
+            psql: psql_path(v),
             port: AtomicU16::new(pick_port()),
             port_shown: AtomicBool::new(false),
             started_once: AtomicBool::new(false),
@@ -724,7 +730,6 @@ impl Cluster {
             netns: None,
         };
         cluster.write_cluster_conf();
-        cluster.set_password_single_user();
         cluster
     }
 
@@ -1038,6 +1043,50 @@ impl Cluster {
                     .unwrap_or_default(),
             ),
         );
+    }
+
+    /// Turns TLS on (before `start`): the server presents `cert` (with its
+    /// private `key`), copied into the data dir, on TCP connections.
+    pub fn enable_ssl(&self, cert: &Path, key: &Path) {
+        for (from, to) in [(cert, "server.crt"), (key, "server.key")] {
+            let text =
+                fs::read_to_string(from).unwrap_or_else(|e| panic!("read {}: {e}", from.display()));
+            write_server_file(&self.data.join(to), &text);
+        }
+        let auto = self.data.join("postgresql.auto.conf");
+        let mut text = fs::read_to_string(&auto).unwrap_or_default();
+        text.push_str("ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+        write_server_file(&auto, &text);
+    }
+
+    /// A hot standby of `primary` (which must be running): a base backup
+    /// taken with the bin dir's `pg_basebackup -R` over the primary's Unix
+    /// socket (local connections are trusted), on a port of its own, not
+    /// started. Needs a bin dir with `pg_basebackup` (Debian's 15 has it).
+    pub fn standby_of(primary: &Cluster) -> Cluster {
+        let v = primary.version;
+        let root = make_temp_root(&format!("pgboot-pg{}-standby", v.major()));
+        let watchdog = spawn_watchdog(&root);
+        let data = root.join("data");
+        let out = process::run(
+            server_command(&primary.bin.join("pg_basebackup"), &root)
+                .arg("-D")
+                .arg(&data)
+                .arg("-h")
+                .arg(&primary.root)
+                .arg("-p")
+                .arg(primary.port().to_string())
+                .args(["-U", "postgres", "-R", "-X", "stream", "-c", "fast"]),
+            None,
+            SETUP_TIMEOUT,
+        )
+        .unwrap_or_else(|e| panic!("pg_basebackup: {e}"));
+        assert!(
+            out.status.success(),
+            "pg_basebackup failed: {}",
+            out.describe()
+        );
+        Cluster::stopped(v, root, watchdog, primary.password.clone())
     }
 
     /// Sets the per-cluster password before the server ever listens, so no
