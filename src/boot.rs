@@ -166,6 +166,20 @@ pub async fn migrate(
     Ok(report)
 }
 
+/// Takes the lock on `conn`, unless a signal comes first.
+async fn take_lock(
+    sigs: &AsyncSignals,
+    target: &Target,
+    conn: PgConnection,
+    lock_cfg: &LockConfig,
+) -> Result<Lock> {
+    interruptible(
+        sigs,
+        lock::acquire(target, conn, &lock_cfg.key, lock_cfg.timeout),
+    )
+    .await
+}
+
 /// The built-in runner: fast path, or lock → apply → release.
 async fn builtin(
     sigs: &AsyncSignals,
@@ -181,11 +195,7 @@ async fn builtin(
         migrate::close(conn).await;
         return Ok(Report::default());
     };
-    let mut lock = interruptible(
-        sigs,
-        lock::acquire(target, conn, &lock_cfg.key, lock_cfg.timeout),
-    )
-    .await?;
+    let mut lock = take_lock(sigs, target, conn, lock_cfg).await?;
     let t = Instant::now();
     // The migration runs on the lock session itself: a watch over fresh
     // connections ends it if that session goes silent (see `lock::Watch`).
@@ -235,11 +245,7 @@ async fn command(
         migrate::close(conn).await;
         return Ok(Report::default());
     }
-    let mut lock = interruptible(
-        sigs,
-        lock::acquire(target, conn, &lock_cfg.key, lock_cfg.timeout),
-    )
-    .await?;
+    let mut lock = take_lock(sigs, target, conn, lock_cfg).await?;
     // Re-check under the lock: the replica that held it may have migrated
     // to head while this one waited. Without this, N replicas released
     // together on a database behind head run Alembic N times, one after the
@@ -411,15 +417,10 @@ pub async fn run_locked(
     sup: &SuperviseConfig,
 ) -> Result<i32> {
     let target = lock_target(db)?;
-    let (lock, _, _) = riding_through(sigs, &target, db, async |conn| {
-        interruptible(
-            sigs,
-            lock::acquire(&target, conn, &lock_cfg.key, lock_cfg.timeout),
-        )
-        .await
+    let (mut lock, _, _) = riding_through(sigs, &target, db, async |conn| {
+        take_lock(sigs, &target, conn, lock_cfg).await
     })
     .await?;
-    let mut lock = lock;
     let env = command_env(&lock, db);
     let pid = match supervise::spawn_under_lock(&sup.command, &env) {
         Ok(pid) => pid,

@@ -16,6 +16,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::boot::eventually;
 use crate::support::pg::{PgVersion, TestDb, pid_alive, psql_path, shared};
 use crate::support::pgboot::{Running, TempDir, pgboot, send};
 
@@ -76,21 +77,6 @@ fn replica(db: &TestDb, dir: &Path, sleep_s: u32, extra: &[&str]) -> Command {
     let mut cmd = pgboot(&args);
     with_libpq_env(&mut cmd, db);
     cmd
-}
-
-/// Polls `f` every 10 ms until it returns `Some`; panics after `timeout`.
-fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(t) = f() {
-            return t;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// The backend pid of the running migration, once it has started.
