@@ -157,6 +157,11 @@ fn kill_9_of_pgboot_kills_its_migration_command_and_the_waiting_replica_migrates
     );
 
     assert_eq!(second.exit_code(BOUND), 0, "{}", second.output());
+    eprintln!(
+        "kill -9: the migration command was gone {} ms after the kill; the waiting replica had migrated and served {} ms after it",
+        command_gone.as_millis(),
+        killed.elapsed().as_millis()
+    );
     let out = second.output();
     assert!(out.contains(STARTED), "{out}");
     assert!(

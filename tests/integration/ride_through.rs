@@ -82,14 +82,22 @@ fn wait_lock_sessions(db: &TestDb, n: usize, runs: &[Running]) {
 
 /// Every replica exits 0 having started its server; returns how many
 /// migrations they applied between them, and how many rode through a loss.
+/// Prints how long after Postgres was back the last one served (run with
+/// `--nocapture` to read the figure docs/reliability.md quotes).
 fn all_serve(runs: &mut [Running]) -> (usize, usize) {
+    let back = std::time::Instant::now();
     let (mut applied, mut rode) = (0, 0);
-    for r in runs {
+    for r in runs.iter_mut() {
         assert_eq!(r.exit_code(BOUND), 0, "{}", r.output());
         assert!(r.stdout().contains(STARTED), "{}", r.output());
         applied += r.stderr().matches("applied migration").count();
         rode += usize::from(r.stderr().contains("lost the connection to Postgres"));
     }
+    eprintln!(
+        "ride-through: {} replicas served within {} ms of the outage's end",
+        runs.len(),
+        back.elapsed().as_millis()
+    );
     (applied, rode)
 }
 
