@@ -1,7 +1,7 @@
 //! Build script: records what `pgboot --version` reports besides the crate
 //! version, so a binary found in an image or a bug report says where it came
 //! from: the git revision it was built from, the target triple (musl or glibc,
-//! x86_64 or aarch64) and the cargo profile.
+//! `x86_64` or `aarch64`) and the cargo profile.
 //!
 //! Outside a git checkout (a crates.io tarball, `cargo install pgboot`) the
 //! revision is "unknown"; `PGBOOT_GIT_REVISION` in the environment overrides
@@ -28,7 +28,12 @@ fn revision() -> String {
     // Only a checkout of pgboot itself counts: a crate unpacked inside some
     // other repository must not report that repository's revision.
     let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
-    let top = git(&["-C", &manifest_dir.to_string_lossy(), "rev-parse", "--show-toplevel"]);
+    let top = git(&[
+        "-C",
+        &manifest_dir.to_string_lossy(),
+        "rev-parse",
+        "--show-toplevel",
+    ]);
     if top.map(PathBuf::from) != Some(manifest_dir.clone()) {
         return "unknown".to_owned();
     }

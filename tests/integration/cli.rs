@@ -185,7 +185,11 @@ fn version_prints_the_crate_version() {
     let (code, out, _) = run(pgboot(&["--version"]), T);
     assert_eq!(code, 0);
     // The build details that follow are checked in packaging.rs.
-    assert!(out.trim().starts_with(&format!("pgboot {} (", env!("CARGO_PKG_VERSION"))), "{out}");
+    assert!(
+        out.trim()
+            .starts_with(&format!("pgboot {} (", env!("CARGO_PKG_VERSION"))),
+        "{out}"
+    );
 }
 
 fn usage(cmd: std::process::Command) -> String {

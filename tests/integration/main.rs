@@ -10,4 +10,5 @@ mod alembic_e2e;
 mod boot;
 mod cli;
 mod harness_selftest;
+mod packaging;
 mod supervise;
