@@ -10,5 +10,6 @@ mod alembic_e2e;
 mod boot;
 mod cli;
 mod harness_selftest;
-mod packaging;
 mod supervise;
+// Last, not sorted: keeps merges with new modules above clean.
+mod packaging;
