@@ -27,7 +27,17 @@ Exit codes: 0 ok; 1/2/3 `status` found pending migrations / the database ahead /
 #[derive(Debug, Parser)]
 #[command(
     name = "pgboot",
-    version,
+    // e.g. "0.1.0 (3f2a9c1d0b7e x86_64-unknown-linux-musl release)"; see build.rs.
+    version = concat!(
+        env!("CARGO_PKG_VERSION"),
+        " (",
+        env!("PGBOOT_GIT_REVISION"),
+        " ",
+        env!("PGBOOT_TARGET"),
+        " ",
+        env!("PGBOOT_PROFILE"),
+        ")"
+    ),
     after_help = AFTER_HELP,
     args_conflicts_with_subcommands = true,
     override_usage = "pgboot [OPTIONS] -- COMMAND [ARG]...\n       pgboot <SUBCOMMAND> [OPTIONS]"
