@@ -1102,12 +1102,16 @@ fn run_is_fenced_when_its_lock_session_is_terminated(v: PgVersion) {
         "echo CHILD-PID=$$; exec sleep 30",
     ]));
     r.wait_for_output(Duration::from_secs(20), "the command", |o| {
-        o.contains("CHILD-PID=")
+        // The child's own line (a digit follows), not pgboot's log of the
+        // command, which holds `CHILD-PID=$$`.
+        o.split("CHILD-PID=")
+            .skip(1)
+            .any(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
     });
     let child: u32 = r
         .stdout()
         .split("CHILD-PID=")
-        .nth(1)
+        .find(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
         .and_then(|s| s.split_whitespace().next())
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no child pid\n{}", r.output()));
@@ -1155,12 +1159,16 @@ fn migrate_cmd_is_fenced_when_its_lock_session_is_terminated_17() {
         "echo SERVER-STARTED",
     ]));
     r.wait_for_output(Duration::from_secs(20), "the migration command", |o| {
-        o.contains("CHILD-PID=")
+        // The child's own line (a digit follows), not pgboot's log of the
+        // command, which holds `CHILD-PID=$$`.
+        o.split("CHILD-PID=")
+            .skip(1)
+            .any(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
     });
     let child: u32 = r
         .stdout()
         .split("CHILD-PID=")
-        .nth(1)
+        .find(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
         .and_then(|s| s.split_whitespace().next())
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no child pid\n{}", r.output()));
