@@ -253,7 +253,7 @@ pub async fn ready(target: &Target, timeout: Duration, lost: Option<&str>) -> Re
                     "still waiting for Postgres"
                 );
             } else {
-                tracing::debug!(addr = %target.addr, error = %msg, retry_in_ms = after.as_millis(), "not ready yet");
+                tracing::debug!(addr = %target.addr, error = %msg, retry_in_ms = crate::logging::ms(after), "not ready yet");
             }
             *last_error.borrow_mut() = Some(msg);
         });
