@@ -774,7 +774,11 @@ fn lock_key_integer_and_name_lock_the_right_key(v: PgVersion) {
         } else {
             format!("key={key}")
         };
-        assert!(r.stderr().contains(&shown), "--lock-key {arg}\n{}", r.output());
+        assert!(
+            r.stderr().contains(&shown),
+            "--lock-key {arg}\n{}",
+            r.output()
+        );
         r.signal(libc::SIGTERM);
         assert_eq!(r.exit_code(Duration::from_secs(10)), 143, "{}", r.output());
         assert_nothing_left(&db, &format!("--lock-key {arg}"));

@@ -120,7 +120,10 @@ fn readme_configuration_table_matches_help() {
             .get(&flag)
             .unwrap_or_else(|| panic!("README: `{sub} {flag}` is not in `{sub} --help`"));
         if let Some(d) = &opt.default {
-            assert!(row[2].contains(d.as_str()), "README: `{sub} {flag}` default {d} unsaid");
+            assert!(
+                row[2].contains(d.as_str()),
+                "README: `{sub} {flag}` default {d} unsaid"
+            );
         }
     }
     for sub in ["supervise", "wait", "migrate", "status", "run", "new"] {

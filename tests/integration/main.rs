@@ -12,6 +12,7 @@ mod boot;
 mod cli;
 mod faults_process;
 mod harness_selftest;
+mod operator;
 mod partition;
 mod pooler;
 mod ride_through;
