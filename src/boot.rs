@@ -215,7 +215,8 @@ async fn builtin(
     // The migration runs on the lock session itself: a watch over fresh
     // connections ends it if that session goes silent (see `lock::Watch`).
     let watch = lock.watch();
-    let work = async {
+    // Boxed: the migration's future is large, and the boot's holds it.
+    let work = Box::pin(async {
         tokio::select! {
             r = migrate::builtin_apply(&mut lock, &files, m.db_ahead) => r,
             why = watch.lost(target) => Err(Error::Lock(format!(
@@ -223,7 +224,7 @@ async fn builtin(
                  (Postgres rolls back a transactional one) and the server is not started"
             ))),
         }
-    };
+    });
     let applied = interruptible(
         sigs,
         progress::reporting(work, |elapsed| {
