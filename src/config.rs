@@ -102,8 +102,10 @@ enum Sub {
         #[arg(long)]
         json: bool,
     },
-    /// Create a migration file <YYYYMMDDHHMMSS>_<NAME>.sql for the built-in runner.
-    #[command(after_help = AFTER_HELP)]
+    #[command(
+        after_help = AFTER_HELP,
+        about = "Create a migration file <YYYYMMDDHHMMSS>_<NAME>.sql for the built-in runner."
+    )]
     New {
         /// The migration's name: ASCII letters, digits, `_` and `-`.
         #[arg(value_name = "NAME")]
@@ -111,8 +113,10 @@ enum Sub {
         /// The migrations directory, created if missing. Default: migrations
         #[arg(long, env = "PGBOOT_MIGRATIONS", value_name = "DIR")]
         migrations: Option<String>,
-        /// Create a pair, <NAME>.up.sql and <NAME>.down.sql, as `sqlx migrate add -r` does.
-        #[arg(long)]
+        #[arg(
+            long,
+            help = "Create a pair, <NAME>.up.sql and <NAME>.down.sql, as `sqlx migrate add -r` does."
+        )]
         reversible: bool,
         #[command(flatten)]
         log: LogArgs,
