@@ -273,11 +273,16 @@ pub fn text(r: &Report) -> String {
                 "VERSION", "STATE", "DESCRIPTION"
             );
             for m in migrations {
+                // What needs a hand stands out in the table: FAILED, CHANGED.
+                let state = match m.state {
+                    "failed" | "changed" => m.state.to_uppercase(),
+                    s => s.to_owned(),
+                };
                 let _ = writeln!(
                     out,
                     "{:<16} {:<10} {:<40} {}",
                     m.version,
-                    m.state,
+                    state,
                     m.description,
                     m.file.display()
                 );
