@@ -20,10 +20,13 @@ use std::time::{Duration, Instant};
 
 use sqlx::PgConnection;
 
+use crate::alembic::AlembicState;
 use crate::config::{DbConfig, LockConfig, MigrateConfig, SuperviseConfig};
 use crate::error::{Error, Result};
 use crate::lock::{self, Lock};
 use crate::migrate;
+use crate::phase::{self, Phase};
+use crate::progress;
 use crate::redact::Redacted;
 use crate::runtime::interruptible;
 use crate::signals::{self, AsyncSignals};
@@ -39,25 +42,41 @@ pub struct Report {
     pub locked: Option<Duration>,
     /// Time spent applying migrations or running the migration command.
     pub migrating: Duration,
-    /// Migrations (or command runs) applied.
-    pub applied: usize,
+    /// Migrations (built-in) or Alembic revisions applied; `None` when a
+    /// migration command ran whose effect pgboot cannot count.
+    pub applied: Option<usize>,
+    /// The database's Alembic revisions before and after the command ran.
+    pub revisions: Option<(String, String)>,
     /// How many times the connection was lost and the unit started again.
     pub rides: u32,
 }
 
 impl Report {
-    /// Logs the summary line before the server starts.
-    pub fn log_ready(&self, total: Duration, command: &str) {
+    /// Logs the summary line: before the server starts (`command`), or at
+    /// the end of `pgboot migrate` (`None`).
+    pub fn log_summary(&self, total: Duration, command: Option<&str>) {
+        let (before, after) = self
+            .revisions
+            .as_ref()
+            .map(|(b, a)| (b.as_str(), a.as_str()))
+            .unzip();
         tracing::info!(
-            waited_ms = self.waited.as_millis(),
-            lock_held_ms = self.locked.map_or(0, |d| d.as_millis()),
+            waited_ms = crate::logging::ms(self.waited),
+            lock_held_ms = self.locked.map_or(0, crate::logging::ms),
             fast_path = self.locked.is_none(),
-            migrating_ms = self.migrating.as_millis(),
-            migrations = self.applied,
+            migrating_ms = crate::logging::ms(self.migrating),
+            migrations = self.applied.map(|n| n as u64),
+            revision_before = before,
+            revision_after = after,
             reconnects = self.rides,
-            total_ms = total.as_millis(),
-            command = %Redacted(command),
-            "ready; starting the server"
+            total_ms = crate::logging::ms(total),
+            command = command.map(|c| tracing::field::display(Redacted(c.to_owned()))),
+            "{}",
+            if command.is_some() {
+                "ready; starting the server"
+            } else {
+                "migrate done"
+            }
         );
     }
 }
@@ -85,10 +104,11 @@ pub fn lock_target(db: &DbConfig) -> Result<Target> {
 /// As `wait::ready`, or a signal.
 pub async fn wait_only(sigs: &AsyncSignals, db: &DbConfig) -> Result<()> {
     let target = Target::new(db.url.as_deref(), "--database-url (DATABASE_URL)")?;
+    phase::enter(Phase::Wait);
     let start = Instant::now();
     let conn = interruptible(sigs, wait::ready(&target, db.wait_timeout, None)).await?;
     migrate::close(conn).await;
-    tracing::info!(addr = %target.addr, waited_ms = start.elapsed().as_millis(), "Postgres is ready");
+    tracing::info!(addr = %target.addr, waited_ms = crate::logging::ms(start.elapsed()), "Postgres is ready");
     Ok(())
 }
 
@@ -106,16 +126,18 @@ async fn riding_through<T>(
     let mut rides = 0;
     loop {
         let start = Instant::now();
+        phase::enter(Phase::Wait);
         let conn =
             interruptible(sigs, wait::ready(target, db.wait_timeout, lost.as_deref())).await?;
         waited += start.elapsed();
+        phase::enter(Phase::Check);
         if lost.is_some() {
             tracing::info!(
-                waited_ms = start.elapsed().as_millis(),
+                waited_ms = crate::logging::ms(start.elapsed()),
                 "Postgres is back; checking again what is applied"
             );
         } else {
-            tracing::info!(waited_ms = waited.as_millis(), "Postgres is ready");
+            tracing::info!(waited_ms = crate::logging::ms(waited), "Postgres is ready");
         }
         match attempt(conn).await {
             Err(Error::Lost(what)) => {
@@ -144,6 +166,7 @@ pub async fn migrate(
     lock_cfg: &LockConfig,
     m: &MigrateConfig,
 ) -> Result<Report> {
+    phase::enter(Phase::Preflight);
     crate::preflight::migrations(m)?;
     let target = lock_target(db)?;
     let (mut report, waited, rides) =
@@ -195,12 +218,15 @@ async fn builtin(
         migrate::close(conn).await;
         return Ok(Report::default());
     };
+    phase::enter(Phase::Lock);
     let mut lock = take_lock(sigs, target, conn, lock_cfg).await?;
     let t = Instant::now();
+    phase::enter(Phase::Migrate);
     // The migration runs on the lock session itself: a watch over fresh
     // connections ends it if that session goes silent (see `lock::Watch`).
     let watch = lock.watch();
-    let applied = interruptible(sigs, async {
+    // Boxed: the migration's future is large, and the boot's holds it.
+    let work = Box::pin(async {
         tokio::select! {
             r = migrate::builtin_apply(&mut lock, &files, m.db_ahead) => r,
             why = watch.lost(target) => Err(Error::Lock(format!(
@@ -208,18 +234,30 @@ async fn builtin(
                  (Postgres rolls back a transactional one) and the server is not started"
             ))),
         }
-    })
+    });
+    let applied = interruptible(
+        sigs,
+        progress::reporting(work, |elapsed| {
+            let (_, current, for_how_long) = phase::current();
+            tracing::info!(
+                migration = current.as_deref().unwrap_or("(starting)"),
+                migration_s = for_how_long.as_secs(),
+                elapsed_s = elapsed.as_secs(),
+                "still applying migrations"
+            );
+        }),
+    )
     .await;
     let migrating = t.elapsed();
     let locked = settle(target, lock, applied.as_ref().err()).await;
     let applied = applied?;
     tracing::info!(
         applied,
-        took_ms = migrating.as_millis(),
+        took_ms = crate::logging::ms(migrating),
         "migrations done; lock released"
     );
     Ok(Report {
-        applied,
+        applied: Some(applied),
         migrating,
         locked: Some(locked),
         ..Report::default()
@@ -245,7 +283,9 @@ async fn command(
         migrate::close(conn).await;
         return Ok(Report::default());
     }
+    phase::enter(Phase::Lock);
     let mut lock = take_lock(sigs, target, conn, lock_cfg).await?;
+    phase::enter(Phase::Check);
     // Re-check under the lock: the replica that held it may have migrated
     // to head while this one waited. Without this, N replicas released
     // together on a database behind head run Alembic N times, one after the
@@ -270,17 +310,33 @@ async fn command(
         }
     }
     let env = command_env(&lock, db);
+    // What Alembic would apply, to count what the command did; `Unknown`
+    // for any other command.
+    let before = migrate::alembic_state(lock.conn(), argv).await.ok();
     let t = Instant::now();
-    tracing::info!(command = %Redacted(argv.join(" ")), "running the migration command under the lock");
+    phase::enter(Phase::Migrate);
+    let shown = Redacted(argv.join(" ")).to_string();
+    phase::detail(format!("the migration command `{shown}`"));
+    tracing::info!(command = %shown, "running the migration command under the lock");
     let outcome = match supervise::spawn_under_lock(argv, &env) {
         Ok(pid) => {
-            let o = supervise::supervise_async(
-                sigs,
-                pid,
-                &std::collections::BTreeMap::new(),
-                None,
-                m.timeout,
-                &mut lock,
+            let o = progress::reporting(
+                supervise::supervise_async(
+                    sigs,
+                    pid,
+                    &std::collections::BTreeMap::new(),
+                    None,
+                    m.timeout,
+                    &mut lock,
+                ),
+                |elapsed| {
+                    tracing::info!(
+                        command = %shown,
+                        pid = pid.as_raw(),
+                        elapsed_s = elapsed.as_secs(),
+                        "the migration command is still running"
+                    );
+                },
             )
             .await;
             if o.stopped_by_pgboot() {
@@ -294,18 +350,42 @@ async fn command(
         Err(e) => Err(e),
     };
     let migrating = t.elapsed();
+    let after = match (&outcome, &before) {
+        (Ok(()), Some(_)) => migrate::alembic_state(lock.conn(), argv).await.ok(),
+        _ => None,
+    };
     let locked = settle(target, lock, outcome.as_ref().err()).await;
     outcome?;
+    let (applied, revisions) = alembic_counts(before.as_ref(), after.as_ref());
     tracing::info!(
-        took_ms = migrating.as_millis(),
+        took_ms = crate::logging::ms(migrating),
+        revisions_applied = applied.map(|n| n as u64),
         "migration command succeeded; lock released"
     );
     Ok(Report {
-        applied: 1,
+        applied,
+        revisions,
         migrating,
         locked: Some(locked),
         ..Report::default()
     })
+}
+
+/// How many Alembic revisions the command applied, and the database's
+/// revisions before and after it; `None`s when that cannot be told (the
+/// command is not Alembic, or pgboot could not read the files).
+fn alembic_counts(
+    before: Option<&AlembicState>,
+    after: Option<&AlembicState>,
+) -> (Option<usize>, Option<(String, String)>) {
+    let (Some(before), Some(after)) = (before, after) else {
+        return (None, None);
+    };
+    let revisions = before
+        .database()
+        .zip(after.database())
+        .map(|(b, a)| (crate::logging::list(b), crate::logging::list(a)));
+    (after.applied_since(before), revisions)
 }
 
 /// What the migration command's end means. A command that failed, or was
@@ -418,9 +498,11 @@ pub async fn run_locked(
 ) -> Result<i32> {
     let target = lock_target(db)?;
     let (mut lock, _, _) = riding_through(sigs, &target, db, async |conn| {
+        phase::enter(Phase::Lock);
         take_lock(sigs, &target, conn, lock_cfg).await
     })
     .await?;
+    phase::enter(Phase::Run);
     let env = command_env(&lock, db);
     let pid = match supervise::spawn_under_lock(&sup.command, &env) {
         Ok(pid) => pid,

@@ -93,6 +93,9 @@ enum Sub {
         migrate: MigrateArgs,
         #[command(flatten)]
         log: LogArgs,
+        /// List what would be applied and change nothing: no lock, no migration command, no write; exit 0 (3 when only running the command would tell).
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Print applied and pending migrations and who holds the lock; exit 0 at head, 1 pending, 2 the database ahead, 3 cannot tell.
     #[command(after_help = AFTER_HELP)]
@@ -105,7 +108,37 @@ enum Sub {
         migrate: MigrateArgs,
         #[command(flatten)]
         log: LogArgs,
+        /// Print one JSON document (schema 1: docs/status-schema.json) instead of a table.
+        #[arg(long)]
+        json: bool,
     },
+    #[command(
+        after_help = AFTER_HELP,
+        about = "Create a migration file <YYYYMMDDHHMMSS>_<NAME>.sql for the built-in runner."
+    )]
+    New {
+        /// The migration's name: ASCII letters, digits, `_` and `-`.
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// The migrations directory, created if missing. Default: migrations
+        #[arg(long, env = "PGBOOT_MIGRATIONS", value_name = "DIR")]
+        migrations: Option<String>,
+        #[arg(
+            long,
+            help = "Create a pair, <NAME>.up.sql and <NAME>.down.sql, as `sqlx migrate add -r` does."
+        )]
+        reversible: bool,
+        #[command(flatten)]
+        log: LogArgs,
+    },
+    /// Print a completion script for SHELL to stdout.
+    Completions {
+        /// bash, zsh or fish.
+        #[arg(value_enum, value_name = "SHELL")]
+        shell: Shell,
+    },
+    /// Print pgboot's man page (roff) to stdout.
+    Man,
     /// Wait, take the lock, run COMMAND while holding it, exit with its status.
     #[command(after_help = AFTER_HELP)]
     Run {
@@ -120,6 +153,17 @@ enum Sub {
         #[arg(last = true, value_name = "COMMAND", value_parser = clap::value_parser!(OsString))]
         command: Vec<OsString>,
     },
+}
+
+/// The shells `pgboot completions` writes for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Shell {
+    /// GNU bash.
+    Bash,
+    /// zsh.
+    Zsh,
+    /// fish.
+    Fish,
 }
 
 #[derive(Debug, Args)]
@@ -225,6 +269,15 @@ struct LogArgs {
     log_level: Option<String>,
 }
 
+impl Default for LogArgs {
+    fn default() -> Self {
+        LogArgs {
+            log_format: "text".into(),
+            log_level: None,
+        }
+    }
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -263,6 +316,13 @@ pub enum Mode {
         /// The migrations.
         migrate: MigrateConfig,
     },
+    /// List what `migrate` would apply; change nothing.
+    DryRun {
+        /// The database.
+        db: DbConfig,
+        /// The migrations.
+        migrate: MigrateConfig,
+    },
     /// Report applied/pending migrations and the lock holder.
     Status {
         /// The database.
@@ -271,7 +331,15 @@ pub enum Mode {
         lock: LockConfig,
         /// The migrations.
         migrate: MigrateConfig,
+        /// A table or JSON.
+        output: crate::status::Output,
     },
+    /// Create a migration file.
+    New(crate::new::NewConfig),
+    /// Print a completion script.
+    Completions(Shell),
+    /// Print the man page.
+    Man,
     /// wait → lock → run COMMAND under the lock → exit with its status.
     Run {
         /// The database.
@@ -363,21 +431,13 @@ pub struct LogConfig {
     pub filter: String,
 }
 
-/// Parses the process's arguments and environment.
-///
-/// # Errors
-/// A usage error (exit 64) naming the flag or variable and the bad value;
-/// `--help` and `--version` come back as `Ok(Err(text))` to print and exit 0.
-pub fn from_env() -> Result<std::result::Result<Config, String>> {
-    from_args(std::env::args_os(), &|k| std::env::var(k).ok())
-}
-
 /// Parses the given arguments with the given environment lookup for the
 /// variables clap does not read itself (`PGBOOT_LOG`, `RUST_LOG`, and the
 /// ones `--expand-env` expands).
 ///
 /// # Errors
-/// As [`from_env`].
+/// A usage error (exit 64) naming the flag or variable and the bad value;
+/// `--help` and `--version` come back as `Ok(Err(text))` to print and exit 0.
 pub fn from_args<I, T>(
     args: I,
     env: &dyn Fn(&str) -> Option<String>,
@@ -386,16 +446,7 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    let codes = exit_codes_help();
-    let matches = match Cli::command()
-        .after_long_help(codes.clone())
-        .mut_args(|a| a.hide_env_values(true))
-        .mut_subcommands(|s| {
-            s.after_long_help(codes.clone())
-                .mut_args(|a| a.hide_env_values(true))
-        })
-        .try_get_matches_from(args)
-    {
+    let matches = match command().try_get_matches_from(args) {
         Ok(m) => m,
         Err(e) => {
             use clap::error::ErrorKind;
@@ -405,13 +456,14 @@ where
                 | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
                     Ok(Err(e.render().to_string()))
                 }
-                _ => Err(Error::Usage(
+                _ => Err(Error::Usage(format!(
+                    "{}{}",
                     e.render()
                         .to_string()
                         .trim_start_matches("error: ")
-                        .trim_end()
-                        .to_string(),
-                )),
+                        .trim_end(),
+                    command_hint(&e)
+                ))),
             };
         }
     };
@@ -451,6 +503,75 @@ where
     Ok(Ok(Config { mode, log }))
 }
 
+/// pgboot's command line as clap sees it: what is parsed, and what
+/// `completions` and `man` describe.
+#[must_use]
+pub fn command() -> clap::Command {
+    let codes = exit_codes_help();
+    Cli::command()
+        .after_long_help(codes.clone())
+        .mut_args(|a| a.hide_env_values(true))
+        .mut_subcommands(|s| {
+            s.after_long_help(codes.clone())
+                .mut_args(|a| a.hide_env_values(true))
+        })
+        // A probe answers quickly: `status` against a database that is not
+        // there says so in seconds, not after a boot's minute.
+        .mut_subcommand("status", |s| {
+            s.mut_arg("wait_timeout", |a| a.default_value(STATUS_WAIT_TIMEOUT))
+        })
+}
+
+/// `status`'s default `--wait-timeout`.
+pub const STATUS_WAIT_TIMEOUT: &str = "5s";
+
+/// A hint for the commonest slip: the server's command given without `--`
+/// (`pgboot uvicorn app`), which clap reads as an unknown subcommand or a
+/// stray argument.
+fn command_hint(e: &clap::Error) -> String {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if !matches!(
+        e.kind(),
+        ErrorKind::InvalidSubcommand | ErrorKind::UnknownArgument
+    ) {
+        return String::new();
+    }
+    let word = [ContextKind::InvalidSubcommand, ContextKind::InvalidArg]
+        .into_iter()
+        .find_map(|k| match e.get(k) {
+            Some(ContextValue::String(s)) => Some(s.clone()),
+            _ => None,
+        });
+    match word {
+        Some(w) if !w.starts_with('-') => format!(
+            "\nhint: if `{w}` is the command to run, put it after `--`: \
+             `pgboot [OPTIONS] -- {w} ...` (or `pgboot run [OPTIONS] -- {w} ...`, \
+             `pgboot supervise -- {w} ...`)"
+        ),
+        _ => String::new(),
+    }
+}
+
+/// Whether the command line or the environment asks for JSON logs, read
+/// before clap, so that even a usage error is logged as JSON.
+#[must_use]
+pub fn wants_json(args: &[OsString], env: &dyn Fn(&str) -> Option<String>) -> bool {
+    let is_json = |v: &str| v.trim().eq_ignore_ascii_case("json");
+    let mut words = args.iter().map(|a| a.to_string_lossy());
+    let mut from_flag = None;
+    while let Some(w) = words.next() {
+        if w == "--" {
+            break;
+        }
+        if let Some(v) = w.strip_prefix("--log-format=") {
+            from_flag = Some(is_json(v));
+        } else if w == "--log-format" {
+            from_flag = words.next().map(|v| is_json(&v));
+        }
+    }
+    from_flag.unwrap_or_else(|| env("PGBOOT_LOG_FORMAT").is_some_and(|v| is_json(&v)))
+}
+
 fn sub_mode(
     sub: Sub,
     m: &ArgMatches,
@@ -467,11 +588,19 @@ fn sub_mode(
             lock,
             migrate,
             log,
+            dry_run,
         } => (
-            Mode::Migrate {
-                db: db_config(m, db)?,
-                lock: lock_config(m, &lock)?,
-                migrate: migrate_config(m, migrate)?,
+            if dry_run {
+                Mode::DryRun {
+                    db: db_config(m, db)?,
+                    migrate: migrate_config(m, migrate)?,
+                }
+            } else {
+                Mode::Migrate {
+                    db: db_config(m, db)?,
+                    lock: lock_config(m, &lock)?,
+                    migrate: migrate_config(m, migrate)?,
+                }
             },
             log,
         ),
@@ -480,14 +609,47 @@ fn sub_mode(
             lock,
             migrate,
             log,
+            json,
         } => (
             Mode::Status {
                 db: db_config(m, db)?,
                 lock: lock_config(m, &lock)?,
                 migrate: migrate_config(m, migrate)?,
+                output: if json {
+                    crate::status::Output::Json
+                } else {
+                    crate::status::Output::Text
+                },
             },
             log,
         ),
+        Sub::New {
+            name,
+            migrations,
+            reversible,
+            log,
+        } => {
+            crate::new::check_name(&name)
+                .map_err(|why| Error::Usage(format!("NAME {name:?}: {why}")))?;
+            let dir = migrations
+                .filter(|d| !d.trim().is_empty())
+                .unwrap_or_else(|| "migrations".into());
+            let layout = if reversible {
+                crate::new::Layout::Reversible
+            } else {
+                crate::new::Layout::Simple
+            };
+            (
+                Mode::New(crate::new::NewConfig {
+                    name,
+                    dir: dir.into(),
+                    layout,
+                }),
+                log,
+            )
+        }
+        Sub::Completions { shell } => (Mode::Completions(shell), LogArgs::default()),
+        Sub::Man => (Mode::Man, LogArgs::default()),
         Sub::Run {
             db,
             lock,

@@ -8,7 +8,7 @@
 /// Why pgboot exits, when the exit is pgboot's own (not the child's status).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
-    /// `wait`, `migrate` succeeded; `status` found nothing pending.
+    /// `wait`, `migrate` succeeded; `status` found nothing pending; `migrate --dry-run` knows its plan; `new` wrote its file.
     Ok,
     /// `status` found something pending.
     Pending,
@@ -71,7 +71,7 @@ impl Exit {
         ),
         (
             "0",
-            "`wait`, `migrate` succeeded; `status` found nothing pending",
+            "`wait`, `migrate` succeeded; `status` found nothing pending; `migrate --dry-run` knows its plan; `new` wrote its file",
         ),
         ("1", "`status` found something pending"),
         (
@@ -80,7 +80,7 @@ impl Exit {
         ),
         (
             "3",
-            "`status` cannot tell without running the migration command (it prints why)",
+            "`status` (or `migrate --dry-run`) cannot tell without running the migration command (it prints why)",
         ),
         (
             "64",

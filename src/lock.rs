@@ -105,33 +105,56 @@ pub async fn resolve_key(conn: &mut PgConnection, key: &LockKey) -> Result<i64> 
     }
 }
 
+/// The key as logs and messages show it: a name with its 64-bit value
+/// (`pgboot (-754969824669846524)`), or the integer as given.
+#[must_use]
+pub fn key_label(key: &LockKey, resolved: i64) -> String {
+    match key {
+        LockKey::Name(name) => format!("{name} ({resolved})"),
+        LockKey::Int(_) => resolved.to_string(),
+    }
+}
+
 /// Who holds the lock, as `pg_stat_activity` tells it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Holder {
     /// The holder's backend pid.
     pub pid: i32,
-    /// Its `application_name` (`pgboot@HOST` for another pgboot).
-    pub application_name: String,
+    /// Its `application_name` (`pgboot@HOST` for another pgboot); `None` when empty.
+    pub application_name: Option<String>,
+    /// What this role may see of the holder's session; `None` when Postgres
+    /// hides it (another role's session, and this one lacks `pg_read_all_stats`).
+    pub session: Option<SessionDetails>,
+}
+
+/// The columns of `pg_stat_activity` Postgres shows only to the session's
+/// own role, members of it, and `pg_read_all_stats`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionDetails {
     /// Its client address, or `local` for a Unix socket.
     pub client: String,
+    /// When its session started (`backend_start`, as Postgres prints it).
+    pub since: String,
     /// Its session's age, seconds.
-    pub session_age_s: i64,
+    pub age_s: i64,
 }
 
 impl std::fmt::Display for Holder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "pid {} ({}, from {}, session {}s old)",
+            "pid {} ({}",
             self.pid,
-            if self.application_name.is_empty() {
-                "no application_name"
-            } else {
-                &self.application_name
-            },
-            self.client,
-            self.session_age_s
-        )
+            self.application_name
+                .as_deref()
+                .unwrap_or("no application_name")
+        )?;
+        match &self.session {
+            Some(s) => write!(f, ", from {}, session {}s old)", s.client, s.age_s),
+            None => f.write_str(
+                "; its client and age are hidden from this role: grant it pg_read_all_stats to see them)",
+            ),
+        }
     }
 }
 
@@ -143,8 +166,11 @@ pub async fn holder(
     conn: &mut PgConnection,
     key: i64,
 ) -> std::result::Result<Option<Holder>, sqlx::Error> {
+    // Postgres nulls backend_start (and client_addr) for a session this role
+    // may not see: a NULL backend_start is "hidden", never "local, 0 s old".
     let q = format!(
-        "SELECT a.pid, coalesce(a.application_name, ''), coalesce(host(a.client_addr), 'local'), \
+        "SELECT a.pid, nullif(a.application_name, ''), a.backend_start IS NOT NULL, \
+           coalesce(host(a.client_addr), 'local'), coalesce(a.backend_start::text, ''), \
            coalesce(extract(epoch FROM now() - a.backend_start)::bigint, 0) \
          FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
          WHERE l.granted AND {} LIMIT 1",
@@ -154,8 +180,11 @@ pub async fn holder(
     Ok(row.map(|r| Holder {
         pid: r.get(0),
         application_name: r.get(1),
-        client: r.get(2),
-        session_age_s: r.get(3),
+        session: r.get::<bool, _>(2).then(|| SessionDetails {
+            client: r.get(3),
+            since: r.get(4),
+            age_s: r.get(5),
+        }),
     }))
 }
 
@@ -345,6 +374,7 @@ async fn detect_pooling(target: &Target, conn: &mut PgConnection, s: &Session) -
 /// The lock wait's bookkeeping: when to say who holds the lock, and when to
 /// give up.
 struct Waiting {
+    label: String,
     start: Instant,
     timeout: Duration,
     next_report: Instant,
@@ -352,8 +382,9 @@ struct Waiting {
 }
 
 impl Waiting {
-    fn new(start: Instant, timeout: Duration) -> Self {
+    fn new(label: String, start: Instant, timeout: Duration) -> Self {
         Waiting {
+            label,
             start,
             timeout,
             next_report: start,
@@ -378,7 +409,8 @@ impl Waiting {
         let held_for = self.first_seen.map_or(Duration::ZERO, |(_, t)| now - t);
         if expired {
             return Err(Error::Lock(format!(
-                "advisory lock {key} not acquired within {} (--lock-timeout); held by {}",
+                "advisory lock {} not acquired within {} (--lock-timeout); held by {}",
+                self.label,
                 humantime::format_duration(self.timeout),
                 h.map_or_else(
                     || "a session that has just let go".to_string(),
@@ -388,16 +420,19 @@ impl Waiting {
         }
         if let Some(h) = h {
             tracing::info!(
-                key,
+                key = %self.label,
                 holder_pid = h.pid,
-                holder = %h.application_name,
-                client = %h.client,
+                holder = %h,
                 held_for_s = held_for.as_secs(),
                 waited_s = (now - self.start).as_secs(),
                 "waiting for the migration lock"
             );
         } else {
-            tracing::info!(key, "waiting for the migration lock");
+            tracing::info!(
+                key = %self.label,
+                waited_s = (now - self.start).as_secs(),
+                "waiting for the migration lock"
+            );
         }
         self.next_report = now + REPORT_EVERY;
         Ok(())
@@ -420,8 +455,9 @@ pub async fn acquire(
     let start = Instant::now();
     let s = prepare(&mut conn, key).await?;
     detect_pooling(target, &mut conn, &s).await?;
+    let label = key_label(key, s.key);
     let key = s.key;
-    let mut waiting = Waiting::new(start, timeout);
+    let mut waiting = Waiting::new(label.clone(), start, timeout);
     let try_lock = format!("SELECT pg_try_advisory_lock({key}), pg_backend_pid()");
     loop {
         let row = sql::row(&mut conn, &try_lock)
@@ -479,9 +515,9 @@ pub async fn acquire(
         }
     }
     tracing::info!(
-        key,
+        key = %label,
         backend_pid = s.backend_pid,
-        waited_ms = start.elapsed().as_millis(),
+        waited_ms = crate::logging::ms(start.elapsed()),
         "migration lock acquired"
     );
     Ok(lock)
@@ -668,7 +704,7 @@ impl Lock {
                 Ok(Ok(0)) => {
                     tracing::debug!(
                         application_name = %name,
-                        waited_ms = start.elapsed().as_millis(),
+                        waited_ms = crate::logging::ms(start.elapsed()),
                         "the command's database sessions are gone"
                     );
                     return;
@@ -677,7 +713,7 @@ impl Lock {
                     tracing::warn!(
                         application_name = %name,
                         sessions = n,
-                        waited_ms = start.elapsed().as_millis(),
+                        waited_ms = crate::logging::ms(start.elapsed()),
                         "the stopped command's database sessions are still there; releasing the lock anyway"
                     );
                     return;

@@ -1,5 +1,7 @@
 //! Logging: to stderr, text or one JSON object per line, every line
-//! redacted.
+//! redacted. Colour only in text, only on a terminal, and never with
+//! `NO_COLOR` set; `CLICOLOR_FORCE` forces it (<https://no-color.org>,
+//! <https://bixense.com/clicolors/>).
 //!
 //! Needs a validated `LogConfig`. Each formatted event is buffered and
 //! passed through `redact::redact_line` before it reaches stderr, so no
@@ -8,6 +10,7 @@
 //! child inherits pgboot's stdout and stderr untouched.
 
 use std::io::{self, Write};
+use std::time::Duration;
 
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
@@ -20,7 +23,11 @@ pub fn init(cfg: &LogConfig) {
     let filter = EnvFilter::builder()
         .parse(&cfg.filter)
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let ansi = !cfg.json && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let ansi = !cfg.json
+        && colour(
+            &|k| std::env::var(k).ok(),
+            std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(RedactingStderr { ansi })
@@ -33,6 +40,36 @@ pub fn init(cfg: &LogConfig) {
             .init();
     } else {
         builder.with_ansi(ansi).init();
+    }
+}
+
+/// Whether text lines are coloured: `NO_COLOR` (any non-empty value) wins,
+/// then `CLICOLOR_FORCE` (any value but `0`), then whether stderr is a terminal.
+fn colour(env: &dyn Fn(&str) -> Option<String>, terminal: bool) -> bool {
+    if env("NO_COLOR").is_some_and(|v| !v.is_empty()) {
+        return false;
+    }
+    if env("CLICOLOR_FORCE").is_some_and(|v| !v.is_empty() && v != "0") {
+        return true;
+    }
+    terminal
+}
+
+/// A duration as whole milliseconds for a log field: a `u64`, which the
+/// JSON format writes as a number (a `u128` would become a string).
+#[must_use]
+pub fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A set of names (Alembic revisions) as one field value: `a, b`, or `none`.
+#[must_use]
+pub fn list<S: AsRef<str>>(items: impl IntoIterator<Item = S>) -> String {
+    let v: Vec<String> = items.into_iter().map(|s| s.as_ref().to_owned()).collect();
+    if v.is_empty() {
+        "none".to_owned()
+    } else {
+        v.join(", ")
     }
 }
 
@@ -77,5 +114,40 @@ impl Drop for RedactedLine {
         let line = redact::redact_line(&String::from_utf8_lossy(&self.buf), self.ansi);
         // Nowhere to report a failed write to stderr.
         let _ = io::stderr().lock().write_all(line.as_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_color_beats_a_terminal_and_clicolor_force_beats_a_pipe() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| (*v).to_owned())
+            }
+        };
+        assert!(colour(&env(&[]), true));
+        assert!(!colour(&env(&[]), false));
+        assert!(!colour(&env(&[("NO_COLOR", "1")]), true));
+        assert!(colour(&env(&[("NO_COLOR", "")]), true));
+        assert!(colour(&env(&[("CLICOLOR_FORCE", "1")]), false));
+        assert!(!colour(&env(&[("CLICOLOR_FORCE", "0")]), false));
+        assert!(!colour(
+            &env(&[("NO_COLOR", "1"), ("CLICOLOR_FORCE", "1")]),
+            true
+        ));
+    }
+
+    #[test]
+    fn durations_are_whole_milliseconds() {
+        assert_eq!(ms(Duration::from_micros(22_900)), 22);
+        assert_eq!(ms(Duration::MAX), u64::MAX);
+        assert_eq!(list(["a", "b"]), "a, b");
+        assert_eq!(list(Vec::<String>::new()), "none");
     }
 }

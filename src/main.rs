@@ -14,21 +14,32 @@
 //!   its phases, `failure.rs` sorts their errors, `sql.rs` sends their queries.
 //! - `preflight.rs`: what is local, checked before waiting.
 //! - `supervise.rs`: spawn, forward, reap, exit status.
+//! - `status.rs`, `dry_run.rs`: `status` and `migrate --dry-run`, which only read.
+//! - `new.rs`, `manual.rs`: `new`, `completions` and `man`, which need no database.
 //! - `exit.rs`, `error.rs`: the exit codes and the one error type.
-//! - `logging.rs`, `redact.rs`: every line to stderr, passwords masked.
+//! - `logging.rs`, `redact.rs`: every line to stderr, passwords masked;
+//!   `phase.rs`, `progress.rs`, `exit_line.rs`: what pgboot is doing, said
+//!   at least every 10 s and once more as it exits.
 
 mod alembic;
 mod boot;
+mod civil;
 mod config;
 mod conninfo;
+mod dry_run;
 mod error;
 mod exit;
+mod exit_line;
 mod failure;
 mod lean;
 mod lock;
 mod logging;
+mod manual;
 mod migrate;
+mod new;
+mod phase;
 mod preflight;
+mod progress;
 #[cfg(test)]
 mod properties;
 mod redact;
@@ -36,16 +47,18 @@ mod runtime;
 mod signals;
 mod sql;
 mod statements;
+mod status;
 mod supervise;
 mod wait;
 
 use std::time::Instant;
 
-use config::{Config, Mode, SuperviseConfig};
-use error::Result;
+use config::{Config, LogConfig, Mode, SuperviseConfig};
+use error::{Error, Result};
 use exit::Exit;
 use nix::sys::signalfd::SignalFd;
-use runtime::{interruptible, with_runtime};
+use phase::Phase;
+use runtime::with_runtime;
 
 fn main() {
     // First, before any thread exists: every signal blocked and queued for
@@ -60,30 +73,76 @@ fn main() {
     // The process that supervises the server for weeks stays small: the
     // lean supervisor (`lean/`), when this is one, never reaches clap below.
     if let Some(code) = lean::main(&sfd) {
+        phase::enter(Phase::Supervise);
+        exit_line::log(code, "the command exited", false);
         std::process::exit(code);
     }
     redact::add_startup_secrets();
-    let cfg = match config::from_env() {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let env = |k: &str| std::env::var(k).ok();
+    let cfg = match config::from_args(args.clone(), &env) {
         Ok(Ok(cfg)) => cfg,
         Ok(Err(help)) => {
             print!("{help}");
             std::process::exit(0);
         }
         Err(e) => {
-            eprintln!("pgboot: error: {}", redact::redact(&e.to_string()));
+            // The format asked for is honoured even when the rest of the
+            // command line is wrong: a log collector parses this line too.
+            let json = config::wants_json(args.get(1..).unwrap_or_default(), &env);
+            logging::init(&LogConfig {
+                json,
+                filter: "info".into(),
+            });
+            if json {
+                tracing::error!("{e}");
+            } else {
+                eprintln!("pgboot: error: {}", redact::redact(&e.to_string()));
+            }
+            exit_line::log(e.exit().code(), exit_line::reason(Err(&e)), true);
             std::process::exit(e.exit().code());
         }
     };
     logging::init(&cfg.log);
     let log = cfg.log.clone();
+    let boots_a_server = matches!(cfg.mode, Mode::Boot { .. });
+    // Commands that only print, like `--help`, end without the exit line
+    // when they succeed: their output is the answer.
+    let prints_only = matches!(cfg.mode, Mode::New(_) | Mode::Completions(_) | Mode::Man);
     let code = match run(cfg, sfd, &log) {
-        Ok(exit) => exit.code(),
+        Ok(exit) => {
+            if !prints_only {
+                exit_line::log(exit.code(), exit_line::reason(Ok(exit)), false);
+            }
+            exit.code()
+        }
         Err(e) => {
-            tracing::error!("{e}");
+            tracing::error!("{}", message(&e, boots_a_server));
+            exit_line::log(e.exit().code(), exit_line::reason(Err(&e)), true);
             e.exit().code()
         }
     };
     std::process::exit(code);
+}
+
+/// The error line. A signal is said with what it interrupted, and "before
+/// the server started" only where a server was to start.
+fn message(e: &Error, boots_a_server: bool) -> String {
+    match e {
+        Error::Signalled { name, .. } => {
+            let (phase, _, _) = phase::current();
+            format!(
+                "got {name} while {}{}; exiting",
+                phase.doing(),
+                if boots_a_server {
+                    ", before the server started"
+                } else {
+                    ""
+                }
+            )
+        }
+        e => e.to_string(),
+    }
 }
 
 /// One arm per command; the work is in the modules.
@@ -106,7 +165,7 @@ fn run(cfg: Config, sfd: SignalFd, log: &config::LogConfig) -> Result<Exit> {
             let (sfd, report) = with_runtime(sfd, async |sigs| {
                 boot::migrate(sigs, &db, &lock, &migrate).await
             })?;
-            report.log_ready(start.elapsed(), &supervise::show(&sup.command));
+            report.log_summary(start.elapsed(), Some(&supervise::show(&sup.command)));
             let env = boot::server_env(&db);
             if exec {
                 return Err(supervise::exec(&sup.command, &env));
@@ -118,22 +177,45 @@ fn run(cfg: Config, sfd: SignalFd, log: &config::LogConfig) -> Result<Exit> {
             Ok(Exit::Ok)
         }
         Mode::Migrate { db, lock, migrate } => {
-            with_runtime(sfd, async |sigs| {
+            let start = Instant::now();
+            let (_, report) = with_runtime(sfd, async |sigs| {
                 boot::migrate(sigs, &db, &lock, &migrate).await
             })?;
+            report.log_summary(start.elapsed(), None);
             Ok(Exit::Ok)
         }
-        Mode::Status { db, lock, migrate } => {
+        Mode::DryRun { db, migrate } => {
+            let (_, exit) =
+                with_runtime(sfd, async |sigs| dry_run::run(sigs, &db, &migrate).await)?;
+            Ok(exit)
+        }
+        Mode::Status {
+            db,
+            lock,
+            migrate,
+            output,
+        } => {
             let (_, standing) = with_runtime(sfd, async |sigs| {
-                let target = boot::lock_target(&db)?;
-                let mut conn =
-                    interruptible(sigs, wait::ready(&target, db.wait_timeout, None)).await?;
-                let key = lock::resolve_key(&mut conn, &lock.key).await?;
-                let standing = migrate::status(&mut conn, &migrate, key).await;
-                migrate::close(conn).await;
-                standing
+                status::run(sigs, &db, &lock, &migrate, output).await
             })?;
             Ok(standing.exit())
+        }
+        Mode::New(cfg) => {
+            phase::enter(Phase::New);
+            for path in new::create(&cfg)? {
+                println!("{}", path.display());
+            }
+            Ok(Exit::Ok)
+        }
+        Mode::Completions(shell) => {
+            phase::enter(Phase::Print);
+            manual::completions(shell)?;
+            Ok(Exit::Ok)
+        }
+        Mode::Man => {
+            phase::enter(Phase::Print);
+            manual::man()?;
+            Ok(Exit::Ok)
         }
         Mode::Run { db, lock, sup } => {
             supervise::become_reaper();
@@ -155,6 +237,7 @@ fn serve(
     log: &config::LogConfig,
     announce: bool,
 ) -> Result<Exit> {
+    phase::enter(Phase::Supervise);
     let pid = supervise::spawn(&sup.command, env)?;
     tracing::debug!(pid = pid.as_raw(), command = ?sup.command, "started");
     lean::hand_over(pid, sup, log, announce);

@@ -22,7 +22,6 @@ use sqlx::{Connection, Row};
 use crate::alembic::AlembicState;
 use crate::config::DbAhead;
 use crate::error::{Error, Result};
-use crate::exit::Exit;
 use crate::failure;
 use crate::lock::Lock;
 use crate::sql;
@@ -288,12 +287,13 @@ pub async fn builtin_apply(lock: &mut Lock, files: &[File], policy: DbAhead) -> 
         let f = &files[i];
         let m = &f.migration;
         tracing::info!(version = m.version, description = %m.description, file = %f.path.display(), "applying migration");
+        crate::phase::detail(format!("migration {}", f.path.display()));
         match conn.apply(TABLE, m).await {
             Ok(took) => {
                 count += 1;
                 tracing::info!(
                     version = m.version,
-                    took_ms = took.as_millis(),
+                    took_ms = crate::logging::ms(took),
                     "applied migration"
                 );
             }
@@ -434,9 +434,9 @@ pub async fn alembic_at_head(
     match alembic_state(conn, argv).await? {
         AlembicState::AtHead { heads } => {
             if under_lock {
-                tracing::info!(head = ?heads, "another replica migrated while this one waited: database at head (alembic_version); nothing to do (no Python run)");
+                tracing::info!(head = %crate::logging::list(&heads), "another replica migrated while this one waited: database at head (alembic_version); nothing to do (no Python run)");
             } else {
-                tracing::info!(head = ?heads, "database at head (alembic_version); nothing to migrate (no lock taken, no Python run)");
+                tracing::info!(head = %crate::logging::list(&heads), "database at head (alembic_version); nothing to migrate (no lock taken, no Python run)");
             }
             Ok(true)
         }
@@ -446,8 +446,13 @@ pub async fn alembic_at_head(
             // would fail on the unknown revision, so serve without running it.
             Ok(true)
         }
-        AlembicState::Behind { db, heads } => {
-            tracing::debug!(database = ?db, files = ?heads, "alembic_version is behind the files' head");
+        AlembicState::Behind { db, heads, pending } => {
+            tracing::debug!(
+                database = %crate::logging::list(&db),
+                files = %crate::logging::list(&heads),
+                pending = %crate::logging::list(&pending),
+                "alembic_version is behind the files' head"
+            );
             Ok(false)
         }
         AlembicState::Unknown(reason) => {
@@ -464,158 +469,4 @@ pub async fn alembic_at_head(
 /// Closes a connection that is no longer needed, without waiting long.
 pub async fn close(conn: PgConnection) {
     let _ = tokio::time::timeout(Duration::from_secs(2), conn.close()).await;
-}
-
-/// What `status` found, and so its exit code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Standing {
-    /// Nothing pending.
-    AtHead,
-    /// Something pending (or a problem to fix by hand before migrating).
-    Pending,
-    /// The database holds migrations or revisions no file has.
-    Ahead,
-    /// Only running the migration command would tell.
-    Unknown,
-}
-
-impl Standing {
-    /// `status`'s exit code.
-    #[must_use]
-    pub fn exit(self) -> Exit {
-        match self {
-            Standing::AtHead => Exit::Ok,
-            Standing::Pending => Exit::Pending,
-            Standing::Ahead => Exit::Ahead,
-            Standing::Unknown => Exit::CannotTell,
-        }
-    }
-}
-
-/// The `status` lines for an Alembic state.
-fn alembic_report(state: &AlembicState) -> (Standing, String) {
-    let list = |s: &BTreeSet<String>| {
-        if s.is_empty() {
-            "(none)".to_owned()
-        } else {
-            s.iter().cloned().collect::<Vec<_>>().join(", ")
-        }
-    };
-    match state {
-        AlembicState::AtHead { heads } => (
-            Standing::AtHead,
-            format!(
-                "database: {}\nfiles' heads: {}\nstate: at head",
-                list(heads),
-                list(heads)
-            ),
-        ),
-        AlembicState::Behind { db, heads } => (
-            Standing::Pending,
-            format!(
-                "database: {}\nfiles' heads: {}\nstate: pending (Alembic would upgrade)",
-                list(db),
-                list(heads)
-            ),
-        ),
-        AlembicState::Ahead { db, unknown, heads } => (
-            Standing::Ahead,
-            format!(
-                "database: {}\nfiles' heads: {}\nstate: the database is ahead of these files (no file defines {})",
-                list(db),
-                list(heads),
-                list(unknown)
-            ),
-        ),
-        AlembicState::Unknown(reason) => (
-            Standing::Unknown,
-            format!("state: cannot tell without running the command: {reason}"),
-        ),
-    }
-}
-
-/// Prints the `status` report; returns what it found.
-///
-/// # Errors
-/// As the checks it makes.
-pub async fn status(
-    conn: &mut PgConnection,
-    cfg: &crate::config::MigrateConfig,
-    key: i64,
-) -> Result<Standing> {
-    use std::fmt::Write as _;
-    let mut out = String::new();
-    let standing = if let Some(dir) = &cfg.dir {
-        let files = load_dir(dir)?;
-        let rows = applied(conn).await?.unwrap_or_default();
-        let by_version: BTreeMap<i64, &Applied> = rows.iter().map(|a| (a.version, a)).collect();
-        let _ = writeln!(
-            out,
-            "{:<16} {:<10} {:<40} FILE",
-            "VERSION", "STATE", "DESCRIPTION"
-        );
-        let mut pending = false;
-        for f in &files {
-            let m = &f.migration;
-            let state = match by_version.get(&m.version) {
-                Some(a) if !a.success => "FAILED",
-                Some(a) if *a.checksum != *m.checksum => "CHANGED",
-                Some(_) => "applied",
-                None => {
-                    pending = true;
-                    "pending"
-                }
-            };
-            let _ = writeln!(
-                out,
-                "{:<16} {:<10} {:<40} {}",
-                m.version,
-                state,
-                m.description,
-                f.path.display()
-            );
-        }
-        let mut ahead = false;
-        for a in rows
-            .iter()
-            .filter(|a| !files.iter().any(|f| f.migration.version == a.version))
-        {
-            ahead = true;
-            let _ = writeln!(
-                out,
-                "{:<16} {:<10} {:<40} (no file: the database is ahead of this directory)",
-                a.version, "unknown", a.description
-            );
-        }
-        let problems = assess(&files, &rows).err();
-        if let Some(p) = problems {
-            let _ = writeln!(out, "problem: {p}");
-            pending = true;
-        }
-        if ahead {
-            Standing::Ahead
-        } else if pending {
-            Standing::Pending
-        } else {
-            Standing::AtHead
-        }
-    } else if let Some(argv) = &cfg.command {
-        let (standing, report) = alembic_report(&alembic_state(conn, argv).await?);
-        let _ = writeln!(out, "migration command: {}\n{report}", argv.join(" "));
-        standing
-    } else {
-        return Err(Error::Usage(
-            "status needs --migrations DIR or --migrate-cmd COMMAND to compare against".into(),
-        ));
-    };
-    let holder = crate::lock::holder(conn, key)
-        .await
-        .map_err(|e| query_error("reading pg_locks", &e))?;
-    let _ = writeln!(
-        out,
-        "lock {key}: {}",
-        holder.map_or_else(|| "free".to_string(), |h| format!("held by {h}"))
-    );
-    print!("{out}");
-    Ok(standing)
 }

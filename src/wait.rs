@@ -270,7 +270,6 @@ pub async fn ready(target: &Target, timeout: Duration, lost: Option<&str>) -> Re
     let last_error: RefCell<Option<String>> = RefCell::new(None);
     let attempts = RefCell::new(0u32);
     let mut last_refused = false;
-    let mut next_progress = start + PROGRESS_EVERY;
     let attempt = || async {
         *attempts.borrow_mut() += 1;
         let left = deadline.map_or(timeout, |d| d.saturating_duration_since(Instant::now()));
@@ -298,28 +297,40 @@ pub async fn ready(target: &Target, timeout: Duration, lost: Option<&str>) -> Re
         .notify(|e, after| {
             let msg = target.redact(e.text());
             let first = last_error.borrow().is_none();
-            let now = Instant::now();
             if first {
                 tracing::info!(addr = %target.addr, error = %msg, "waiting for Postgres");
-            } else if now >= next_progress {
-                next_progress = now + PROGRESS_EVERY;
-                tracing::info!(
-                    addr = %target.addr,
-                    attempts = *attempts.borrow(),
-                    waited_s = (now - start).as_secs(),
-                    gives_up_in_s = deadline.map_or(u64::MAX, |d| d.saturating_duration_since(now).as_secs()),
-                    error = %msg,
-                    "still waiting for Postgres"
-                );
             } else {
-                tracing::debug!(addr = %target.addr, error = %msg, retry_in_ms = after.as_millis(), "not ready yet");
+                tracing::debug!(addr = %target.addr, error = %msg, retry_in_ms = crate::logging::ms(after), "not ready yet");
             }
             *last_error.borrow_mut() = Some(msg);
         });
     let after_loss = lost.map_or_else(String::new, |what| {
         format!(" after the connection was lost while {what}")
     });
-    match tokio::time::timeout(timeout, retry).await {
+    // The progress line comes from a timer, not from a failed attempt: an
+    // attempt that hangs (packets dropped) takes up to 5 s, and the line
+    // must still come every PROGRESS_EVERY.
+    let progress = async {
+        let first = tokio::time::Instant::from_std(start + PROGRESS_EVERY);
+        let mut tick = tokio::time::interval_at(first, PROGRESS_EVERY);
+        loop {
+            tick.tick().await;
+            let now = Instant::now();
+            tracing::info!(
+                addr = %target.addr,
+                attempts = *attempts.borrow(),
+                waited_s = (now - start).as_secs(),
+                gives_up_in_s = deadline.map_or(u64::MAX, |d| d.saturating_duration_since(now).as_secs()),
+                error = %last_error.borrow().as_deref().unwrap_or("none yet"),
+                "still waiting for Postgres"
+            );
+        }
+    };
+    let outcome = tokio::select! {
+        r = tokio::time::timeout(timeout, retry) => r,
+        never = progress => never,
+    };
+    match outcome {
         Ok(Ok(conn)) => {
             tracing::debug!(attempts = *attempts.borrow(), "Postgres is ready");
             Ok(conn)

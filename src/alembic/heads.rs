@@ -13,6 +13,76 @@ pub struct Script {
     pub heads: BTreeSet<String>,
     /// Every revision id found.
     pub revisions: BTreeSet<String>,
+    /// Each revision's `down_revision`s: the graph, walked by [`Script::between`].
+    pub downs: BTreeMap<String, Vec<String>>,
+}
+
+impl Script {
+    /// The revisions `upgrade` applies to go from the database's revisions `db` to the heads:
+    /// every ancestor of a head (itself included) that is not an ancestor of a revision in
+    /// `db` (itself included), oldest first, as Alembic walks them. Revisions of `db` that no
+    /// file defines are left out (the caller reports them as ahead).
+    #[must_use]
+    pub fn between(&self, db: &BTreeSet<String>) -> Vec<String> {
+        let applied = self.ancestors(db.iter());
+        let mut order = Vec::new();
+        let mut seen = BTreeSet::new();
+        for head in &self.heads {
+            self.post_order(head, &applied, &mut seen, &mut order);
+        }
+        order
+    }
+
+    /// `from` and everything they revise, transitively.
+    fn ancestors<'a>(&'a self, from: impl Iterator<Item = &'a String>) -> BTreeSet<&'a str> {
+        let mut out = BTreeSet::new();
+        let mut todo: Vec<&str> = from
+            .filter(|r| self.downs.contains_key(*r))
+            .map(String::as_str)
+            .collect();
+        while let Some(rev) = todo.pop() {
+            if out.insert(rev) {
+                todo.extend(
+                    self.downs
+                        .get(rev)
+                        .into_iter()
+                        .flatten()
+                        .map(String::as_str),
+                );
+            }
+        }
+        out
+    }
+
+    /// Appends `rev`'s unapplied ancestors, then `rev`, each once. Iterative, so a long
+    /// history cannot exhaust the stack.
+    fn post_order(
+        &self,
+        rev: &str,
+        applied: &BTreeSet<&str>,
+        seen: &mut BTreeSet<String>,
+        order: &mut Vec<String>,
+    ) {
+        let mut stack: Vec<(&str, bool)> = vec![(rev, false)];
+        while let Some((r, expanded)) = stack.pop() {
+            if applied.contains(r) {
+                continue;
+            }
+            if expanded {
+                order.push(r.to_owned());
+                continue;
+            }
+            if !seen.insert(r.to_owned()) {
+                continue;
+            }
+            stack.push((r, true));
+            for d in self.downs.get(r).into_iter().flatten().rev() {
+                if !seen.contains(d.as_str()) {
+                    stack.push((d.as_str(), false));
+                }
+            }
+        }
+    }
 }
 
 /// Compute the heads of a set of revisions.
@@ -74,6 +144,10 @@ pub fn heads(revs: &[RevisionInfo]) -> Result<Script, String> {
     Ok(Script {
         heads,
         revisions: downs.keys().map(|k| (*k).to_owned()).collect(),
+        downs: downs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.to_vec()))
+            .collect(),
     })
 }
 #[cfg(test)]
@@ -119,6 +193,29 @@ mod tests {
         assert_eq!(script.heads, set(&["b", "c"]));
         let script = heads(&[info("a", &[]), info("x", &[])]).unwrap();
         assert_eq!(script.heads, set(&["a", "x"]));
+    }
+
+    #[test]
+    fn between_lists_what_upgrade_applies_oldest_first() {
+        let script = heads(&[info("c", &["b"]), info("a", &[]), info("b", &["a"])]).unwrap();
+        assert_eq!(script.between(&set(&[])), ["a", "b", "c"]);
+        assert_eq!(script.between(&set(&["a"])), ["b", "c"]);
+        assert!(script.between(&set(&["c"])).is_empty());
+        // A diamond: both branches, each parent before the merge.
+        let revs = [
+            info("a", &[]),
+            info("b", &["a"]),
+            info("c", &["a"]),
+            info("d", &["b", "c"]),
+        ];
+        let script = heads(&revs).unwrap();
+        assert_eq!(script.between(&set(&["b"])), ["c", "d"]);
+        let all = script.between(&set(&[]));
+        assert_eq!(all.first().map(String::as_str), Some("a"));
+        assert_eq!(all.last().map(String::as_str), Some("d"));
+        assert_eq!(all.len(), 4);
+        // A revision no file defines is not walked.
+        assert_eq!(script.between(&set(&["zz"])).len(), 4);
     }
 
     #[test]

@@ -20,6 +20,8 @@ pub enum AlembicState {
         db: BTreeSet<String>,
         /// The heads of the files.
         heads: BTreeSet<String>,
+        /// The revisions `upgrade` would apply, oldest first.
+        pending: Vec<String>,
     },
     /// The rows of `alembic_version` are exactly the heads: Alembic would do nothing.
     AtHead {
@@ -37,6 +39,35 @@ pub enum AlembicState {
     },
     /// pgboot cannot prove what Alembic would conclude; only running it tells.
     Unknown(Reason),
+}
+
+impl AlembicState {
+    /// The database's revisions, when the state was told.
+    #[must_use]
+    pub fn database(&self) -> Option<&BTreeSet<String>> {
+        match self {
+            AlembicState::Behind { db, .. } | AlembicState::Ahead { db, .. } => Some(db),
+            AlembicState::AtHead { heads } => Some(heads),
+            AlembicState::Unknown(_) => None,
+        }
+    }
+
+    /// How many revisions `upgrade` would apply, when that can be told.
+    #[must_use]
+    pub fn pending_count(&self) -> Option<usize> {
+        match self {
+            AlembicState::Behind { pending, .. } => Some(pending.len()),
+            AlembicState::AtHead { .. } => Some(0),
+            AlembicState::Ahead { .. } | AlembicState::Unknown(_) => None,
+        }
+    }
+
+    /// How many revisions were applied between `before` and `self` (read after a run of the
+    /// command): what was pending then less what is pending now, when both can be told.
+    #[must_use]
+    pub fn applied_since(&self, before: &AlembicState) -> Option<usize> {
+        before.pending_count()?.checked_sub(self.pending_count()?)
+    }
 }
 
 /// Why the state cannot be told without running the command.
@@ -112,7 +143,8 @@ impl Expected {
         if db == heads {
             AlembicState::AtHead { heads }
         } else {
-            AlembicState::Behind { db, heads }
+            let pending = self.script.between(&db);
+            AlembicState::Behind { db, heads, pending }
         }
     }
 }
@@ -183,6 +215,22 @@ mod tests {
             expected(&revs, Target::Heads).compare(Some(set(&["b"]))),
             AlembicState::Behind { .. }
         ));
+    }
+
+    #[test]
+    fn behind_lists_the_pending_revisions_and_counts_what_a_run_applied() {
+        let before = linear().compare(None);
+        assert!(
+            matches!(&before, AlembicState::Behind { pending, .. } if *pending == ["a", "b"]),
+            "{before:?}"
+        );
+        let after = linear().compare(Some(set(&["b"])));
+        assert_eq!(after.applied_since(&before), Some(2));
+        let halfway = linear().compare(Some(set(&["a"])));
+        assert_eq!(halfway.applied_since(&before), Some(1));
+        assert_eq!(halfway.database(), Some(&set(&["a"])));
+        let unknown = AlembicState::Unknown(Reason::NotAlembic);
+        assert_eq!(unknown.applied_since(&before), None);
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod conninfo;
 mod faults_process;
 mod harness_selftest;
 mod input;
+mod operator;
 mod partition;
 mod pooler;
 mod ride_through;
