@@ -20,6 +20,7 @@
 mod alembic;
 mod boot;
 mod config;
+mod ddl_retry;
 mod error;
 mod exit;
 mod failure;
@@ -27,6 +28,7 @@ mod lean;
 mod lock;
 mod logging;
 mod migrate;
+mod output_watch;
 mod preflight;
 mod redact;
 mod runtime;
