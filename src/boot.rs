@@ -272,16 +272,20 @@ async fn command(
         tracing::info!(command = %Redacted(argv.join(" ")), attempt = retrying.attempts(), "running the migration command under the lock");
         let failure = match run_command(sigs, target, argv, &env, &mut lock, m, &retrying).await {
             Run::Ended(r) => break r,
-            Run::LockFailure(failure, seen) => retrying.after_failure(&what, failure, seen.as_ref()),
+            Run::LockFailure(failure, seen) => {
+                retrying.after_failure(&what, failure, seen.as_ref())
+            }
         };
         // The backoff, cut short by a terminating signal (128+N; `settle`
         // then ends the idle lock session at once).
         let slept = match failure {
-            Ok(delay) => interruptible(sigs, async {
-                tokio::time::sleep(delay).await;
-                Ok(())
-            })
-            .await,
+            Ok(delay) => {
+                interruptible(sigs, async {
+                    tokio::time::sleep(delay).await;
+                    Ok(())
+                })
+                .await
+            }
             Err(e) => Err(e),
         };
         if let Err(e) = slept {

@@ -1059,7 +1059,10 @@ mod tests {
             }
         );
         let m = usage_message(&["migrate", "--ddl-lock-timeout", "30d"], &[]);
-        assert!(m.contains("--ddl-lock-timeout") && m.contains("24 days"), "{m}");
+        assert!(
+            m.contains("--ddl-lock-timeout") && m.contains("24 days"),
+            "{m}"
+        );
         let m = usage_message(&["migrate", "--ddl-retry-for", "often"], &[]);
         assert!(m.contains("--ddl-retry-for") && m.contains("often"), "{m}");
     }

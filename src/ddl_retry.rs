@@ -358,7 +358,10 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.exit(), crate::exit::Exit::Lock);
         let m = e.to_string();
-        assert!(m.contains("--ddl-retry-for") && m.contains("pid 42 (report"), "{m}");
+        assert!(
+            m.contains("--ddl-retry-for") && m.contains("pid 42 (report"),
+            "{m}"
+        );
     }
 
     #[test]

@@ -29,7 +29,10 @@ use crate::ddl_retry::LockFailure;
 /// `DeadlockDetectedError`).
 const MARKS: &[(&str, LockFailure)] = &[
     ("55p03", LockFailure::Timeout),
-    ("canceling statement due to lock timeout", LockFailure::Timeout),
+    (
+        "canceling statement due to lock timeout",
+        LockFailure::Timeout,
+    ),
     ("could not obtain lock on", LockFailure::Timeout),
     ("locknotavailable", LockFailure::Timeout),
     ("40p01", LockFailure::Deadlock),
@@ -103,7 +106,9 @@ impl Watched {
             // The pipe's read end was moved into the closure and is dropped
             // with it: the command's writes then fail (EPIPE) rather than
             // block forever.
-            Err(e) => tracing::error!(error = %e, "cannot start the thread that passes the migration command's output on"),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the thread that passes the migration command's output on")
+            }
         }
     }
 
@@ -231,7 +236,10 @@ mod tests {
     #[test]
     fn the_first_failure_seen_stays() {
         assert_eq!(
-            scan(&["deadlock detected\n", "canceling statement due to lock timeout"]),
+            scan(&[
+                "deadlock detected\n",
+                "canceling statement due to lock timeout"
+            ]),
             Some(LockFailure::Deadlock)
         );
     }

@@ -179,9 +179,7 @@ pub fn spawn_watched<S: AsRef<OsStr>>(
     if watch_err {
         cmd.stderr(Stdio::piped());
     }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| spawn_error(argv[0].as_ref(), &e))?;
+    let mut child = cmd.spawn().map_err(|e| spawn_error(argv[0].as_ref(), &e))?;
     let mut watched = Watched::default();
     // The read ends are close-on-exec (std makes every pipe so): the server
     // started later never inherits them.

@@ -15,4 +15,5 @@ mod harness_selftest;
 mod partition;
 mod pooler;
 mod ride_through;
+mod rolling;
 mod supervise;
