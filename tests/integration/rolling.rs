@@ -159,7 +159,10 @@ fn assert_no_advisory_lock(db: &TestDb) {
              AND database = (SELECT oid FROM pg_database WHERE datname = current_database())";
     let deadline = Instant::now() + Duration::from_secs(2);
     while db.psql(q) != "0" {
-        assert!(Instant::now() < deadline, "an advisory lock was left behind");
+        assert!(
+            Instant::now() < deadline,
+            "an advisory lock was left behind"
+        );
         thread::sleep(Duration::from_millis(20));
     }
 }
@@ -233,7 +236,11 @@ fn builtin_rows_are_the_ones_sqlx_writes() {
     assert_eq!(written.lines().count(), 2, "{written}");
     for row in written.lines() {
         let cols: Vec<&str> = row.split('|').collect();
-        assert_eq!((cols[2], cols[4]), ("t", "t"), "success, execution_time > 0: {row}");
+        assert_eq!(
+            (cols[2], cols[4]),
+            ("t", "t"),
+            "success, execution_time > 0: {row}"
+        );
     }
 }
 
