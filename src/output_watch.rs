@@ -107,7 +107,7 @@ impl Watched {
             // with it: the command's writes then fail (EPIPE) rather than
             // block forever.
             Err(e) => {
-                tracing::error!(error = %e, "cannot start the thread that passes the migration command's output on")
+                tracing::error!(error = %e, "cannot start the thread that passes the migration command's output on");
             }
         }
     }
