@@ -360,6 +360,16 @@ async fn run_command(
     let shown = output.finish(OUTPUT_DRAIN);
     let failed_alone = o.stopped.is_none() && o.signalled.is_none() && o.code != 0;
     if let (true, true, Some(failure)) = (retries, failed_alone, shown) {
+        // Waiting for the very advisory lock pgboot holds (a nested lock in
+        // env.py) times out again on every try: not retried.
+        if seen.as_ref().is_some_and(|b| b.pid == lock.backend_pid) {
+            return Run::Ended(Err(Error::Migration(format!(
+                "the migration command failed on {failure} waiting for the advisory lock pgboot holds \
+                 for it (backend {}): it takes the same lock itself (e.g. in env.py), which no retry \
+                 can get; skip that lock when PGBOOT_LOCK_HELD=1, or give pgboot a different --lock-key",
+                lock.backend_pid
+            ))));
+        }
         // Retried only while the lock is still this replica's; otherwise
         // `judge_command` says what the loss means.
         if lock.check().await.is_none() {

@@ -509,3 +509,22 @@ fn alembic_upgrade_blocked_by_a_reader_is_retried_applied_once_and_queries_keep_
     assert!(worst < Duration::from_secs(5), "worst query {worst:?}");
     assert_no_advisory_lock(&db);
 }
+
+#[test]
+fn a_nested_advisory_lock_that_times_out_is_not_retried() {
+    let db = shared(PgVersion::V17).create_db();
+    let cmd =
+        r#"sh -c 'exec "$PSQL" -X "$DATABASE_URL" -c "SELECT pg_advisory_lock($PGBOOT_LOCK_KEY)"'"#;
+    let mut c = pgboot(&["migrate", "--migrate-cmd", cmd]);
+    c.env("DATABASE_URL", &db.url)
+        .env("PSQL", psql_path(PgVersion::V17));
+    let t = Instant::now();
+    let (code, _, err) = crate::support::pgboot::run(c, RUN_TIMEOUT);
+    assert_eq!(code, 65, "{err}");
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    assert!(
+        err.contains("takes the same lock itself") && !err.contains("next try in"),
+        "{err}"
+    );
+    assert_no_advisory_lock(&db);
+}
