@@ -22,6 +22,7 @@ use sqlx::PgConnection;
 
 use crate::alembic::AlembicState;
 use crate::config::{DbConfig, LockConfig, MigrateConfig, SuperviseConfig};
+use crate::ddl_retry::{self, LockFailure, Retrying};
 use crate::error::{Error, Result};
 use crate::lock::{self, Lock};
 use crate::migrate;
@@ -228,7 +229,7 @@ async fn builtin(
     // Boxed: the migration's future is large, and the boot's holds it.
     let work = Box::pin(async {
         tokio::select! {
-            r = migrate::builtin_apply(&mut lock, &files, m.db_ahead) => r,
+            r = migrate::builtin_apply(&mut lock, target, &files, m) => r,
             why = watch.lost(target) => Err(Error::Lock(format!(
                 "{why}; another replica may take the lock, so the migration was abandoned \
                  (Postgres rolls back a transactional one) and the server is not started"
@@ -309,7 +310,7 @@ async fn command(
             return Err(e);
         }
     }
-    let env = command_env(&lock, db);
+    let env = command_env(&lock, db, m.ddl.lock_timeout);
     // What Alembic would apply, to count what the command did; `Unknown`
     // for any other command.
     let before = migrate::alembic_state(lock.conn(), argv).await.ok();
@@ -317,37 +318,31 @@ async fn command(
     phase::enter(Phase::Migrate);
     let shown = Redacted(argv.join(" ")).to_string();
     phase::detail(format!("the migration command `{shown}`"));
-    tracing::info!(command = %shown, "running the migration command under the lock");
-    let outcome = match supervise::spawn_under_lock(argv, &env) {
-        Ok(pid) => {
-            let o = progress::reporting(
-                supervise::supervise_async(
-                    sigs,
-                    pid,
-                    &std::collections::BTreeMap::new(),
-                    None,
-                    m.timeout,
-                    &mut lock,
-                ),
-                |elapsed| {
-                    tracing::info!(
-                        command = %shown,
-                        pid = pid.as_raw(),
-                        elapsed_s = elapsed.as_secs(),
-                        "the migration command is still running"
-                    );
-                },
-            )
-            .await;
-            if o.stopped_by_pgboot() {
-                lock.wait_sessions_gone(lock::SESSIONS_GONE_TIMEOUT).await;
+    let mut retrying = Retrying::new(m.ddl, m.timeout);
+    let what = format!("the migration command `{shown}`");
+    let outcome = loop {
+        tracing::info!(command = %shown, attempt = retrying.attempts(), "running the migration command under the lock");
+        let failure = match run_command(sigs, target, argv, &env, &mut lock, m, &retrying).await {
+            Run::Ended(r) => break r,
+            Run::LockFailure(failure, seen) => {
+                retrying.after_failure(&what, failure, seen.as_ref())
             }
-            judge_command(o, &mut lock, target, argv).await
+        };
+        // The backoff, cut short by a terminating signal (128+N; `settle`
+        // then ends the idle lock session at once).
+        let slept = match failure {
+            Ok(delay) => {
+                interruptible(sigs, async {
+                    tokio::time::sleep(delay).await;
+                    Ok(())
+                })
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = slept {
+            break Err(e);
         }
-        Err(Error::Spawn { message, .. }) => {
-            Err(Error::Migration(format!("migration command: {message}")))
-        }
-        Err(e) => Err(e),
     };
     let migrating = t.elapsed();
     let after = match (&outcome, &before) {
@@ -360,6 +355,7 @@ async fn command(
     tracing::info!(
         took_ms = crate::logging::ms(migrating),
         revisions_applied = applied.map(|n| n as u64),
+        attempts = retrying.attempts(),
         "migration command succeeded; lock released"
     );
     Ok(Report {
@@ -386,6 +382,146 @@ fn alembic_counts(
         .zip(after.database())
         .map(|(b, a)| (crate::logging::list(b), crate::logging::list(a)));
     (after.applied_since(before), revisions)
+}
+
+/// How one run of the migration command ended.
+enum Run {
+    /// Succeeded, or failed in a way that is not retried.
+    Ended(Result<()>),
+    /// It failed, and its output showed a lock timeout or a deadlock; the
+    /// lock is still held. With who blocked it, if that was seen.
+    LockFailure(LockFailure, Option<ddl_retry::Blocker>),
+}
+
+/// Runs the migration command once under the lock, its output watched.
+async fn run_command(
+    sigs: &AsyncSignals,
+    target: &Target,
+    argv: &[String],
+    env: &[(String, String)],
+    lock: &mut Lock,
+    m: &MigrateConfig,
+    retrying: &Retrying,
+) -> Run {
+    let (pid, output) = match supervise::spawn_watched(argv, env) {
+        Ok(spawned) => spawned,
+        Err(Error::Spawn { message, .. }) => {
+            return Run::Ended(Err(Error::Migration(format!(
+                "migration command: {message}"
+            ))));
+        }
+        Err(e) => return Run::Ended(Err(e)),
+    };
+    let retries = m.ddl.lock_timeout.is_some();
+    if retries && retrying.attempts() == 1 && !output.is_watching() {
+        tracing::info!(
+            "stdout and stderr are terminals: they stay the migration command's own and pgboot does \
+             not read them, so a lock timeout fails the boot (65) instead of being retried"
+        );
+    }
+    let mut watch = CommandWatch::new(lock, retries);
+    let shown = Redacted(argv.join(" ")).to_string();
+    let o = progress::reporting(
+        supervise::supervise_async(
+            sigs,
+            pid,
+            &std::collections::BTreeMap::new(),
+            None,
+            retrying.migrate_time_left(),
+            &mut watch,
+        ),
+        |elapsed| {
+            tracing::info!(
+                command = %shown,
+                pid = pid.as_raw(),
+                elapsed_s = elapsed.as_secs(),
+                "the migration command is still running"
+            );
+        },
+    )
+    .await;
+    let seen = watch.seen.take();
+    if o.stopped_by_pgboot() {
+        lock.wait_sessions_gone(lock::SESSIONS_GONE_TIMEOUT).await;
+    }
+    let shown = output.finish(OUTPUT_DRAIN);
+    let failed_alone = o.stopped.is_none() && o.signalled.is_none() && o.code != 0;
+    if let (true, true, Some(failure)) = (retries, failed_alone, shown) {
+        // Waiting for the very advisory lock pgboot holds (a nested lock in
+        // env.py) times out again on every try: not retried.
+        if seen.as_ref().is_some_and(|b| b.pid == lock.backend_pid) {
+            return Run::Ended(Err(Error::Migration(format!(
+                "the migration command failed on {failure} waiting for the advisory lock pgboot holds \
+                 for it (backend {}): it takes the same lock itself (e.g. in env.py), which no retry \
+                 can get; skip that lock when PGBOOT_LOCK_HELD=1, or give pgboot a different --lock-key",
+                lock.backend_pid
+            ))));
+        }
+        // Retried only while the lock is still this replica's; otherwise
+        // `judge_command` says what the loss means.
+        if lock.check().await.is_none() {
+            return Run::LockFailure(failure, seen);
+        }
+    }
+    Run::Ended(judge_command(o, lock, target, argv).await)
+}
+
+/// How long the output copies get, once the command has exited, to pass on
+/// what is left in the pipes.
+const OUTPUT_DRAIN: Duration = Duration::from_secs(1);
+
+/// The watchdog of the migration command: fencing every second (as for any
+/// command under the lock) and, with `--ddl-lock-timeout`, a look every
+/// [`ddl_retry::OBSERVE_EVERY`] at which of its sessions waits for a lock and
+/// who blocks it, for the retry's WARN line.
+struct CommandWatch<'a> {
+    lock: &'a mut Lock,
+    observe: bool,
+    fenced_at: Instant,
+    seen: Option<ddl_retry::Blocker>,
+}
+
+impl<'a> CommandWatch<'a> {
+    fn new(lock: &'a mut Lock, observe: bool) -> Self {
+        CommandWatch {
+            lock,
+            observe,
+            fenced_at: Instant::now(),
+            seen: None,
+        }
+    }
+}
+
+impl Watchdog for CommandWatch<'_> {
+    async fn check(&mut self) -> Option<String> {
+        if self.observe {
+            // The command's sessions: its application_name, started since
+            // the lock was taken (see `Lock::wait_sessions_gone`).
+            let waiter = format!(
+                "w.application_name = {} AND w.pid <> pg_backend_pid() \
+                 AND w.backend_start >= now() - make_interval(secs => {})",
+                crate::sql::lit(&lock::command_application_name()),
+                self.lock.held().as_secs_f64() + 1.0
+            );
+            let look = ddl_retry::blocker(self.lock.conn(), &waiter);
+            if let Ok(Ok(Some(b))) = tokio::time::timeout(Duration::from_secs(1), look).await {
+                self.seen = Some(b);
+            }
+            if self.fenced_at.elapsed() < Duration::from_secs(1) {
+                return None;
+            }
+        }
+        self.fenced_at = Instant::now();
+        self.lock.check().await
+    }
+
+    fn period(&self) -> Duration {
+        if self.observe {
+            ddl_retry::OBSERVE_EVERY
+        } else {
+            Duration::from_secs(1)
+        }
+    }
 }
 
 /// What the migration command's end means. A command that failed, or was
@@ -442,9 +578,14 @@ async fn judge_command(
 /// and as `DATABASE_URL` the URL the lock uses — `--migrate-database-url`
 /// when set, so the command migrates over the same connection path as the
 /// lock, else `--database-url` (which may have come as a flag, not from the
-/// environment).
-fn command_env(lock: &Lock, db: &DbConfig) -> Vec<(String, String)> {
-    let mut env = lock.child_env();
+/// environment); `ddl_lock_timeout` for the migration command (`pgboot
+/// run`'s COMMAND is not retried, so it gets none).
+fn command_env(
+    lock: &Lock,
+    db: &DbConfig,
+    ddl_lock_timeout: Option<Duration>,
+) -> Vec<(String, String)> {
+    let mut env = lock.child_env(ddl_lock_timeout);
     if let Some(url) = db.lock_url() {
         env.push(("DATABASE_URL".into(), url.to_owned()));
     }
@@ -503,7 +644,7 @@ pub async fn run_locked(
     })
     .await?;
     phase::enter(Phase::Run);
-    let env = command_env(&lock, db);
+    let env = command_env(&lock, db, None);
     let pid = match supervise::spawn_under_lock(&sup.command, &env) {
         Ok(pid) => pid,
         Err(e) => {

@@ -229,6 +229,22 @@ struct MigrateArgs {
         default_value = "warn"
     )]
     db_ahead: String,
+    #[arg(
+        long,
+        help = "The longest a migration statement may wait for a table lock (lock_timeout); a migration that hits it, or a deadlock, is rolled back and retried with backoff. 0 turns it off",
+        env = "PGBOOT_DDL_LOCK_TIMEOUT",
+        value_name = "DURATION",
+        default_value = "2s"
+    )]
+    ddl_lock_timeout: String,
+    /// How long migrations that failed on a lock timeout or a deadlock are retried, counted from the first attempt.
+    #[arg(
+        long,
+        env = "PGBOOT_DDL_RETRY_FOR",
+        value_name = "DURATION",
+        default_value = "5m"
+    )]
+    ddl_retry_for: String,
 }
 
 #[derive(Debug, Args)]
@@ -408,7 +424,22 @@ pub struct MigrateConfig {
     pub timeout: Option<Duration>,
     /// `--db-ahead`.
     pub db_ahead: DbAhead,
+    /// `--ddl-lock-timeout` and `--ddl-retry-for`.
+    pub ddl: DdlRetry,
 }
+
+/// Bounded waits for table locks, and retries of migrations that hit them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DdlRetry {
+    /// `--ddl-lock-timeout`: the `lock_timeout` of migration statements;
+    /// `None` when `0` turned it off (then nothing is retried).
+    pub lock_timeout: Option<Duration>,
+    /// `--ddl-retry-for`: the retry budget, from the first attempt.
+    pub retry_for: Duration,
+}
+
+/// The largest `lock_timeout` Postgres takes: an `int` of milliseconds.
+const MAX_LOCK_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
 
 /// How to supervise COMMAND.
 #[derive(Debug, Clone)]
@@ -821,11 +852,25 @@ fn migrate_config(m: &ArgMatches, a: MigrateArgs) -> Result<MigrateConfig> {
             return Err(bad(m, "db_ahead", &a.db_ahead, "must be `warn` or `fail`"));
         }
     };
+    let lock_timeout = duration(m, "ddl_lock_timeout", &a.ddl_lock_timeout)?;
+    if lock_timeout > MAX_LOCK_TIMEOUT {
+        return Err(bad(
+            m,
+            "ddl_lock_timeout",
+            &a.ddl_lock_timeout,
+            "longer than Postgres' lock_timeout takes (about 24 days); use a shorter duration, or 0 to turn it off",
+        ));
+    }
+    let ddl = DdlRetry {
+        lock_timeout: (!lock_timeout.is_zero()).then_some(lock_timeout),
+        retry_for: duration(m, "ddl_retry_for", &a.ddl_retry_for)?,
+    };
     Ok(MigrateConfig {
         dir,
         command,
         timeout,
         db_ahead,
+        ddl,
     })
 }
 
@@ -1158,6 +1203,40 @@ mod tests {
         assert!(m.contains("--db-ahead") && m.contains("maybe"), "{m}");
         let m = usage_message(&["wait", "--log-format", "xml"], &[]);
         assert!(m.contains("--log-format") && m.contains("xml"), "{m}");
+    }
+
+    #[test]
+    fn ddl_lock_timeout_defaults_on_and_zero_turns_it_off() {
+        let ddl = |args: &[&str]| {
+            let mut words = vec!["migrate"];
+            words.extend_from_slice(args);
+            let Mode::Migrate { migrate, .. } = parse(&words, &[]).unwrap().mode else {
+                panic!("not migrate")
+            };
+            migrate.ddl
+        };
+        assert_eq!(
+            ddl(&[]),
+            DdlRetry {
+                lock_timeout: Some(Duration::from_secs(2)),
+                retry_for: Duration::from_secs(300)
+            }
+        );
+        assert_eq!(ddl(&["--ddl-lock-timeout", "0"]).lock_timeout, None);
+        assert_eq!(
+            ddl(&["--ddl-lock-timeout", "750ms", "--ddl-retry-for", "90"]),
+            DdlRetry {
+                lock_timeout: Some(Duration::from_millis(750)),
+                retry_for: Duration::from_secs(90)
+            }
+        );
+        let m = usage_message(&["migrate", "--ddl-lock-timeout", "30d"], &[]);
+        assert!(
+            m.contains("--ddl-lock-timeout") && m.contains("24 days"),
+            "{m}"
+        );
+        let m = usage_message(&["migrate", "--ddl-retry-for", "often"], &[]);
+        assert!(m.contains("--ddl-retry-for") && m.contains("often"), "{m}");
     }
 
     #[test]

@@ -26,7 +26,8 @@ pub enum Exit {
     Unavailable,
     /// An internal error: a bug (`EX_SOFTWARE`).
     Internal,
-    /// Lock not acquired within `--lock-timeout`, or the lock session was lost (`EX_TEMPFAIL`).
+    /// Lock not acquired within `--lock-timeout`, the lock session was lost,
+    /// or a migration's table lock not acquired within `--ddl-retry-for` (`EX_TEMPFAIL`).
     Lock,
     /// An error no wait can fix: authentication, no such database, no
     /// privilege, malformed URL, TLS misconfiguration (`EX_CONFIG`).
@@ -97,7 +98,7 @@ impl Exit {
         ("70", "internal error (signalfd, waitpid…): a bug"),
         (
             "75",
-            "lock not acquired within `--lock-timeout`, or the lock session lost (fencing)",
+            "lock not acquired within `--lock-timeout`, the lock session lost (fencing), or a migration's table lock not acquired within `--ddl-retry-for`",
         ),
         (
             "78",

@@ -644,9 +644,11 @@ impl Lock {
 
     /// The environment a command run under the lock gets: the lock's
     /// variables, `PGAPPNAME` (see [`command_application_name`]) and, on 14+,
-    /// `client_connection_check_interval` in `PGOPTIONS`.
+    /// `client_connection_check_interval` in `PGOPTIONS`; with
+    /// `ddl_lock_timeout`, `lock_timeout` in `PGOPTIONS` too, after the
+    /// user's own (the last `-c` wins).
     #[must_use]
-    pub fn child_env(&self) -> Vec<(String, String)> {
+    pub fn child_env(&self, ddl_lock_timeout: Option<Duration>) -> Vec<(String, String)> {
         let mut env = vec![
             ("PGBOOT_LOCK_HELD".to_string(), "1".to_string()),
             ("PGBOOT_LOCK_KEY".to_string(), self.key.to_string()),
@@ -662,6 +664,12 @@ impl Lock {
         if self.server_version >= 140_000 {
             extra.push(format!(
                 "-c client_connection_check_interval={CHECK_INTERVAL_MS}"
+            ));
+        }
+        if let Some(t) = ddl_lock_timeout {
+            extra.push(format!(
+                "-c lock_timeout={}ms",
+                crate::ddl_retry::lock_timeout_ms(t)
             ));
         }
         let extra = extra.join(" ");

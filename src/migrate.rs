@@ -5,7 +5,8 @@
 //! what is pending, or how many migrations ran. Failures: a migration that fails, a checksum
 //! mismatch, duplicate versions, a failed earlier migration, `--db-ahead
 //! fail` → exit 65, always before touching anything or with the failing
-//! migration rolled back; the lock lost while the command runs → exit 75.
+//! migration rolled back; the lock lost while the command runs → exit 75;
+//! lock timeouts that outlast `--ddl-retry-for` → exit 75.
 //!
 //! Built-in: sqlx's format and its `_sqlx_migrations` table, read at run
 //! time from the directory. Each migration runs in its own transaction
@@ -13,18 +14,20 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use sqlx::migrate::{Migrate, Migration};
+use sqlx::migrate::{Migrate, MigrateError, Migration};
 use sqlx::postgres::PgConnection;
 use sqlx::{Connection, Row};
 
 use crate::alembic::AlembicState;
-use crate::config::DbAhead;
+use crate::config::{DbAhead, MigrateConfig};
+use crate::ddl_retry::{self, LockFailure, Retrying};
 use crate::error::{Error, Result};
 use crate::failure;
 use crate::lock::Lock;
 use crate::sql;
+use crate::wait::Target;
 
 /// sqlx's bookkeeping table.
 pub const TABLE: &str = "_sqlx_migrations";
@@ -255,9 +258,27 @@ pub async fn builtin_check(
 
 /// Applies what is pending, re-checked under the lock. Returns how many ran.
 ///
+/// With `--ddl-lock-timeout`, each transactional migration runs in a
+/// transaction of pgboot's own with `SET LOCAL lock_timeout`, and one that
+/// fails on a lock timeout or a deadlock is retried (see `ddl_retry.rs`);
+/// `target` is for looking, from outside, at who blocks it. A
+/// `-- no-transaction` migration runs as before, without `lock_timeout`,
+/// and is never retried: its statement is one that cannot run in a
+/// transaction, `CREATE INDEX CONCURRENTLY` above all, which cut short by a
+/// timeout leaves an INVALID index behind that the next run would trip on
+/// (or, with `IF NOT EXISTS`, silently keep); and it waits only in SHARE
+/// UPDATE EXCLUSIVE, which blocks no reads or writes.
+///
 /// # Errors
-/// Exit 65 when a migration fails (its transaction rolled back).
-pub async fn builtin_apply(lock: &mut Lock, files: &[File], policy: DbAhead) -> Result<usize> {
+/// Exit 65 when a migration fails (its transaction rolled back); exit 75
+/// when lock timeouts outlast `--ddl-retry-for`.
+pub async fn builtin_apply(
+    lock: &mut Lock,
+    target: &Target,
+    files: &[File],
+    cfg: &MigrateConfig,
+) -> Result<usize> {
+    let backend_pid = lock.backend_pid;
     let conn = lock.conn();
     let existing = applied(conn).await?;
     let table_exists = existing.is_some();
@@ -265,7 +286,7 @@ pub async fn builtin_apply(lock: &mut Lock, files: &[File], policy: DbAhead) -> 
     let a = assess(files, &rows)?;
     db_ahead(
         &a.ahead.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        policy,
+        cfg.db_ahead,
     )?;
     if a.pending.is_empty() {
         tracing::info!("another replica migrated while this one waited; nothing to do");
@@ -281,6 +302,7 @@ pub async fn builtin_apply(lock: &mut Lock, files: &[File], policy: DbAhead) -> 
     conn.lock()
         .await
         .map_err(|e| bookkeeping_error("taking sqlx's migration lock", &e))?;
+    let mut retrying = Retrying::new(cfg.ddl, cfg.timeout);
     let mut count = 0;
     let mut result = Ok(());
     for &i in &a.pending {
@@ -288,7 +310,19 @@ pub async fn builtin_apply(lock: &mut Lock, files: &[File], policy: DbAhead) -> 
         let m = &f.migration;
         tracing::info!(version = m.version, description = %m.description, file = %f.path.display(), "applying migration");
         crate::phase::detail(format!("migration {}", f.path.display()));
-        match conn.apply(TABLE, m).await {
+        let outcome = match cfg.ddl.lock_timeout {
+            Some(timeout) if !m.no_tx => {
+                retrying.next_migration();
+                let bounded = Bounded {
+                    target,
+                    backend_pid,
+                    timeout,
+                };
+                bounded.apply(conn, f, &mut retrying).await
+            }
+            _ => conn.apply(TABLE, m).await.map_err(|e| apply_error(f, &e)),
+        };
+        match outcome {
             Ok(took) => {
                 count += 1;
                 tracing::info!(
@@ -298,7 +332,7 @@ pub async fn builtin_apply(lock: &mut Lock, files: &[File], policy: DbAhead) -> 
                 );
             }
             Err(e) => {
-                result = Err(apply_error(f, &e));
+                result = Err(e);
                 break;
             }
         }
@@ -307,6 +341,114 @@ pub async fn builtin_apply(lock: &mut Lock, files: &[File], policy: DbAhead) -> 
         tracing::warn!(error = %e, "releasing sqlx's migration lock failed; closing the session releases it");
     }
     result.map(|()| count)
+}
+
+/// A transactional migration run with a bounded wait for locks, on the lock
+/// session (backend `backend_pid`), watched from outside over `target`.
+struct Bounded<'a> {
+    target: &'a Target,
+    backend_pid: i32,
+    timeout: Duration,
+}
+
+impl Bounded<'_> {
+    /// Applies `f`, retrying it while it fails on a lock timeout or a
+    /// deadlock and `retrying` allows. Returns how long the successful
+    /// attempt took.
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        f: &File,
+        retrying: &mut Retrying,
+    ) -> Result<Duration> {
+        let what = format!("migration {} ({})", f.migration.version, f.path.display());
+        loop {
+            let mut seen = None;
+            let attempt = tokio::select! {
+                r = Box::pin(apply_in_transaction(conn, &f.migration, self.timeout)) => r,
+                never = Box::pin(ddl_retry::observe_backend(self.target, self.backend_pid, &mut seen)) => match never {},
+            };
+            let e = match attempt {
+                Ok(took) => return Ok(took),
+                Err(e) => e,
+            };
+            let failure = sqlx_error(&e)
+                .and_then(sqlx::Error::as_database_error)
+                .and_then(sqlx::error::DatabaseError::code)
+                .and_then(|code| LockFailure::from_sqlstate(&code));
+            let Some(failure) = failure else {
+                return Err(apply_error(f, &e));
+            };
+            let delay = retrying.after_failure(&what, failure, seen.as_ref())?;
+            tokio::time::sleep(delay).await;
+        }
+    }
+}
+
+/// What sqlx's `apply` does for a transactional migration, in a transaction
+/// of pgboot's own so that `SET LOCAL lock_timeout` can come first: the
+/// file's SQL and its `_sqlx_migrations` row, committed together, then the
+/// execution time. The row is the one sqlx writes, column for column
+/// (version, description, success, the file's SHA-384 checksum, and
+/// `execution_time` -1 until the update), so `sqlx migrate info` and the
+/// checksum check agree with it.
+async fn apply_in_transaction(
+    conn: &mut PgConnection,
+    m: &Migration,
+    lock_timeout: Duration,
+) -> std::result::Result<Duration, MigrateError> {
+    let start = Instant::now();
+    let begin = format!(
+        "BEGIN; SET LOCAL lock_timeout = {}",
+        sql::lit(&format!("{}ms", ddl_retry::lock_timeout_ms(lock_timeout)))
+    );
+    let row = format!(
+        "INSERT INTO {TABLE} ( version, description, success, checksum, execution_time ) \
+         VALUES ( {}, {}, TRUE, decode({}, 'hex'), -1 )",
+        m.version,
+        sql::lit(&m.description),
+        sql::lit(&hex(&m.checksum))
+    );
+    let run = async {
+        sql::execute(conn, &begin)
+            .await
+            .map_err(MigrateError::Execute)?;
+        sql::execute(conn, m.sql.as_str())
+            .await
+            .map_err(|e| MigrateError::ExecuteMigration(e, m.version))?;
+        sql::execute(conn, &row)
+            .await
+            .map_err(MigrateError::Execute)?;
+        sql::execute(conn, "COMMIT")
+            .await
+            .map_err(MigrateError::Execute)
+    };
+    if let Err(e) = run.await {
+        // Back to a usable session for the next attempt; on a lost
+        // connection this fails too, and the error above says so.
+        let _ = sql::execute(conn, "ROLLBACK").await;
+        return Err(e);
+    }
+    let took = start.elapsed();
+    // Like sqlx: the time is bookkeeping only, written after the commit.
+    let update = format!(
+        "UPDATE {TABLE} SET execution_time = {} WHERE version = {}",
+        i64::try_from(took.as_nanos()).unwrap_or(i64::MAX),
+        m.version
+    );
+    if let Err(e) = sql::execute(conn, &update).await {
+        tracing::debug!(version = m.version, error = %e, "could not record the execution time");
+    }
+    Ok(took)
+}
+
+/// Lowercase hexadecimal, for `decode(…, 'hex')`.
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
 }
 
 /// The sqlx error inside a migration error, if there is one.

@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::io::IsTerminal;
 use std::os::unix::process::CommandExt;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{SigSet, SigmaskHow, sigprocmask};
@@ -31,6 +31,7 @@ use nix::unistd::Pid;
 use crate::config::SuperviseConfig;
 use crate::error::{Error, Result};
 use crate::exit::{self, Exit};
+use crate::output_watch::{Stream, Watched};
 use crate::signals::{self, AsyncSignals};
 
 /// COMMAND as one line, for logs.
@@ -165,6 +166,41 @@ pub fn spawn<S: AsRef<OsStr>>(argv: &[S], env: &[(String, String)]) -> Result<Pi
 /// 127 when the command is not found, 126 when it cannot be executed.
 pub fn spawn_under_lock<S: AsRef<OsStr>>(argv: &[S], env: &[(String, String)]) -> Result<Pid> {
     spawn_with(argv, env, WhenPgbootDies::KillChild)
+}
+
+/// Spawns the migration command: like [`spawn_under_lock`], with its stdout
+/// and stderr passed through pgboot (see `output_watch.rs`) so that a lock
+/// timeout or a deadlock in them can be retried. A stream that is a
+/// terminal stays the command's own and is not watched.
+///
+/// # Errors
+/// 127 when the command is not found, 126 when it cannot be executed.
+pub fn spawn_watched<S: AsRef<OsStr>>(
+    argv: &[S],
+    env: &[(String, String)],
+) -> Result<(Pid, Watched)> {
+    let mut cmd = command(argv, env, true, WhenPgbootDies::KillChild);
+    let watch_out = !std::io::stdout().is_terminal();
+    let watch_err = !std::io::stderr().is_terminal();
+    if watch_out {
+        cmd.stdout(Stdio::piped());
+    }
+    if watch_err {
+        cmd.stderr(Stdio::piped());
+    }
+    let mut child = cmd.spawn().map_err(|e| spawn_error(argv[0].as_ref(), &e))?;
+    let mut watched = Watched::default();
+    // The read ends are close-on-exec (std makes every pipe so): the server
+    // started later never inherits them.
+    if let Some(out) = child.stdout.take() {
+        watched.add(out, Stream::Stdout);
+    }
+    if let Some(err) = child.stderr.take() {
+        watched.add(err, Stream::Stderr);
+    }
+    let pid = Pid::from_raw(i32::try_from(child.id()).map_err(|e| Error::sys("child pid", e))?);
+    drop(child);
+    Ok((pid, watched))
 }
 
 fn spawn_with<S: AsRef<OsStr>>(
@@ -392,10 +428,15 @@ impl Outcome {
     }
 }
 
-/// A check made about once a second while a command runs under the lock.
+/// A check made every [`Watchdog::period`] while a command runs under the lock.
 pub trait Watchdog {
     /// `Some(reason)` when the command must be stopped (the lock is lost).
     fn check(&mut self) -> impl Future<Output = Option<String>>;
+
+    /// How often [`Watchdog::check`] is called.
+    fn period(&self) -> Duration {
+        Duration::from_secs(1)
+    }
 }
 
 /// How long a child stopped by pgboot (fencing, timeout) gets before SIGKILL.
@@ -403,7 +444,7 @@ pub const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// Supervises a command that runs under the lock (the migration command,
 /// or `pgboot run`'s), inside the database phases' tokio runtime: forwards
-/// signals, reaps, calls `watchdog` every second, enforces `timeout`.
+/// signals, reaps, calls `watchdog` every period, enforces `timeout`.
 pub async fn supervise_async(
     sigs: &AsyncSignals,
     pid: Pid,
@@ -415,7 +456,7 @@ pub async fn supervise_async(
     let mut t = Tracker::new(pid, map, grace);
     let mut stopped = None;
     let deadline = timeout.map(|d| (tokio::time::Instant::now() + d, d));
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut tick = tokio::time::interval(watchdog.period());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     // The child may have ended before this loop first reads the signalfd.

@@ -893,11 +893,15 @@ fn a_migration_command_that_takes_the_same_lock_itself_is_reported_as_nested_and
     let db = shared(PgVersion::V17).create_db();
     let cmd =
         r#"sh -c 'exec "$PSQL" -X "$DATABASE_URL" -c "SELECT pg_advisory_lock($PGBOOT_LOCK_KEY)"'"#;
+    // Without a lock timeout the nested wait lasts until --migrate-timeout;
+    // with one, see `rolling::a_nested_advisory_lock_that_times_out_is_not_retried`.
     let mut c = pgboot(&[
         "--migrate-cmd",
         cmd,
         "--migrate-timeout",
         "5s",
+        "--ddl-lock-timeout",
+        "0",
         "--",
         "true",
     ]);

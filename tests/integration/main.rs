@@ -18,6 +18,7 @@ mod operator;
 mod partition;
 mod pooler;
 mod ride_through;
+mod rolling;
 mod supervise;
 // Last, not sorted: keeps merges with new modules above clean.
 mod packaging;
