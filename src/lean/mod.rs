@@ -59,8 +59,30 @@ fn take_over(sfd: &SignalFd, value: &str) -> i32 {
         return Exit::Usage.code();
     };
     log::install(h.json, h.level);
+    keep_the_name();
     supervise::become_reaper();
     supervise::supervise(sfd, h.pid, &h.config(), h.announce).code()
+}
+
+/// Names this process as it was named before the handover. The kernel names
+/// a process after the file it executes, and the handover executes
+/// `/proc/self/exe`: `ps`, `top` and `/proc/1/comm` would say `exe`. The name
+/// is argv\[0\]'s last component, cut to the kernel's 15 bytes, as an
+/// ordinary exec of pgboot gives.
+fn keep_the_name() {
+    let Some(argv0) = std::env::args_os().next() else {
+        return;
+    };
+    let path = std::path::Path::new(&argv0);
+    let base = path
+        .file_name()
+        .unwrap_or(argv0.as_os_str())
+        .as_encoded_bytes();
+    let cut = &base[..base.len().min(15)];
+    if let Ok(name) = std::ffi::CString::new(cut) {
+        // Cosmetic: a failure changes nothing else.
+        let _ = nix::sys::prctl::set_name(&name);
+    }
 }
 
 /// Whether `pid` is a child of this process (alive or a zombie not reaped).

@@ -662,6 +662,22 @@ fn no_connection_or_lock_of_pgboot_remains_while_the_server_runs(v: PgVersion) {
     r.wait_for_output(BOUND, "the server", |o| o.contains(STARTED));
     assert_nothing_left(&db, "while the server runs");
     assert!(exists(&db, "t"));
+    // The lean supervisor that took over is still called pgboot (`ps`,
+    // `/proc/PID/comm`), not `exe` after the file it re-executed.
+    eventually(
+        Duration::from_secs(5),
+        "the handover to the lean supervisor",
+        || {
+            std::fs::read(format!("/proc/{}/environ", r.pid()))
+                .ok()
+                .filter(|env| {
+                    env.split(|&b| b == 0)
+                        .any(|kv| kv.starts_with(b"PGBOOT_SUPERVISE_HANDOVER="))
+                })
+        },
+    );
+    let comm = std::fs::read_to_string(format!("/proc/{}/comm", r.pid())).unwrap();
+    assert_eq!(comm.trim(), "pgboot", "{}", r.output());
     r.signal(libc::SIGTERM);
     assert_eq!(r.exit_code(Duration::from_secs(10)), 143, "{}", r.output());
 }
