@@ -742,7 +742,7 @@ fn bad_hidden(m: &ArgMatches, id: &str, why: &str) -> Error {
 
 /// The longest duration any option takes. Timers and deadlines are computed
 /// from it without overflow; anything longer is a usage error.
-pub const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
+pub const MAX_DURATION: Duration = Duration::from_hours(8784);
 
 /// Parses a duration: plain seconds, or humantime (`90s`, `5m`, `1h30m`).
 ///
@@ -1075,9 +1075,9 @@ mod tests {
             panic!("not boot")
         };
         assert_eq!(db.url.as_deref(), Some("postgres://u@h/d"));
-        assert_eq!(db.wait_timeout, Duration::from_secs(60));
+        assert_eq!(db.wait_timeout, Duration::from_mins(1));
         assert_eq!(lock.key, LockKey::Name("pgboot".into()));
-        assert_eq!(lock.timeout, Duration::from_secs(600));
+        assert_eq!(lock.timeout, Duration::from_mins(10));
         assert_eq!(sup.command, ["uvicorn", "app"]);
     }
 
@@ -1107,7 +1107,7 @@ mod tests {
     #[test]
     fn durations_take_seconds_and_humantime() {
         assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_mins(90));
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert!(parse_duration("").is_err());
         assert_eq!(parse_duration("366d").unwrap(), MAX_DURATION);
@@ -1219,7 +1219,7 @@ mod tests {
             ddl(&[]),
             DdlRetry {
                 lock_timeout: Some(Duration::from_secs(2)),
-                retry_for: Duration::from_secs(300)
+                retry_for: Duration::from_mins(5)
             }
         );
         assert_eq!(ddl(&["--ddl-lock-timeout", "0"]).lock_timeout, None);

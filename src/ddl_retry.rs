@@ -340,7 +340,7 @@ mod tests {
 
     #[test]
     fn retries_end_with_75_when_the_budget_is_spent() {
-        let mut r = Retrying::new(policy(Duration::from_secs(60)), None);
+        let mut r = Retrying::new(policy(Duration::from_mins(1)), None);
         let d = r
             .after_failure("migration 2", LockFailure::Timeout, None)
             .unwrap();
@@ -367,7 +367,7 @@ mod tests {
     #[test]
     fn retries_end_with_65_when_migrate_timeout_would_pass() {
         let mut r = Retrying::new(
-            policy(Duration::from_secs(600)),
+            policy(Duration::from_mins(10)),
             Some(Duration::from_millis(100)),
         );
         let e = r

@@ -22,14 +22,14 @@ use crate::migrate;
 /// # Errors
 /// As [`migrate::load_dir`] and [`executable`].
 pub fn migrations(m: &MigrateConfig) -> Result<()> {
-    if let Some(dir) = &m.dir {
-        if migrate::load_dir(dir)?.is_empty() {
-            tracing::warn!(
-                dir = %dir.display(),
-                "--migrations names a directory with no migration files: nothing will be applied; \
-                 is it the right directory (a volume not mounted, a wrong path)?"
-            );
-        }
+    if let Some(dir) = &m.dir
+        && migrate::load_dir(dir)?.is_empty()
+    {
+        tracing::warn!(
+            dir = %dir.display(),
+            "--migrations names a directory with no migration files: nothing will be applied; \
+             is it the right directory (a volume not mounted, a wrong path)?"
+        );
     }
     if let Some(argv) = &m.command {
         executable(

@@ -43,10 +43,10 @@ pub fn show(argv: &[OsString]) -> String {
 /// Makes pgboot the reaper of orphaned descendants when it is not PID 1
 /// (`PR_SET_CHILD_SUBREAPER`); as PID 1 it already is.
 pub fn become_reaper() {
-    if std::process::id() != 1 {
-        if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
-            tracing::warn!(error = %e, "could not become a subreaper; orphans of the child will be reaped by init");
-        }
+    if std::process::id() != 1
+        && let Err(e) = nix::sys::prctl::set_child_subreaper(true)
+    {
+        tracing::warn!(error = %e, "could not become a subreaper; orphans of the child will be reaped by init");
     }
 }
 

@@ -204,10 +204,10 @@ fn parse_alembic_args(
     }
     let target = check_upgrade_args(&args[i..])?;
 
-    if let Some(env) = env {
-        if base_name(env) == "pyproject.toml" {
-            return Err("ALEMBIC_CONFIG names a pyproject.toml".to_owned());
-        }
+    if let Some(env) = env
+        && base_name(env) == "pyproject.toml"
+    {
+        return Err("ALEMBIC_CONFIG names a pyproject.toml".to_owned());
     }
     let config = match (config, env) {
         (Some(config), _) => config,

@@ -210,22 +210,22 @@ fn nesting(toks: &[Tok]) -> Result<(), String> {
                 if matches!(prev, Some(Tok::Op(p)) if !may_close(p)) {
                     return Err(format!("`{o}` after an operator"));
                 }
-                if let Some(frame) = stack.pop() {
-                    if frame.1 {
-                        argument(&toks[frame.4..k], &mut (frame.2, frame.3))?;
-                    }
+                if let Some(frame) = stack.pop()
+                    && frame.1
+                {
+                    argument(&toks[frame.4..k], &mut (frame.2, frame.3))?;
                 }
             }
             Tok::Op(",") => {
                 if matches!(prev, Some(Tok::Op("(" | "[" | "{" | ","))) {
                     return Err("`,` with nothing before it".to_owned());
                 }
-                if let Some(frame) = stack.last_mut() {
-                    if frame.1 {
-                        let mut seen = (std::mem::take(&mut frame.2), frame.3);
-                        argument(&toks[frame.4..k], &mut seen)?;
-                        (frame.2, frame.3, frame.4) = (seen.0, seen.1, k + 1);
-                    }
+                if let Some(frame) = stack.last_mut()
+                    && frame.1
+                {
+                    let mut seen = (std::mem::take(&mut frame.2), frame.3);
+                    argument(&toks[frame.4..k], &mut seen)?;
+                    (frame.2, frame.3, frame.4) = (seen.0, seen.1, k + 1);
                 }
             }
             Tok::Op("=") if matches!(inner, Some("[" | "{")) => {

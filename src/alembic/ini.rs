@@ -48,21 +48,21 @@ impl Ini {
             let comment = stripped.starts_with('#') || stripped.starts_with(';');
             if stripped.is_empty() || comment {
                 // An empty line inside a value is kept (and trimmed at the end); comments are not.
-                if let (false, Some(s), Some(o)) = (comment, &section, &option) {
-                    if let Some(lines) = raw.get_mut(s).and_then(|m| m.get_mut(o)) {
-                        lines.push(String::new());
-                    }
+                if let (false, Some(s), Some(o)) = (comment, &section, &option)
+                    && let Some(lines) = raw.get_mut(s).and_then(|m| m.get_mut(o))
+                {
+                    lines.push(String::new());
                 }
                 continue;
             }
             let indent = line.chars().take_while(|c| py_space(*c)).count();
-            if let (Some(s), Some(o)) = (&section, &option) {
-                if indent > indent_level {
-                    if let Some(lines) = raw.get_mut(s).and_then(|m| m.get_mut(o)) {
-                        lines.push(stripped.to_owned());
-                    }
-                    continue;
+            if let (Some(s), Some(o)) = (&section, &option)
+                && indent > indent_level
+            {
+                if let Some(lines) = raw.get_mut(s).and_then(|m| m.get_mut(o)) {
+                    lines.push(stripped.to_owned());
                 }
+                continue;
             }
             indent_level = indent;
             if let Some(header) = section_header(stripped) {

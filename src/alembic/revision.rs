@@ -75,16 +75,16 @@ pub fn parse_revision_file(text: &str) -> Result<Option<RevisionInfo>, String> {
             def_indent = Some(line.indent);
             continue;
         }
-        if line.indent == 0 {
-            if let Some((name, value)) = assignment(line)? {
-                if values.insert(name, value).is_some() {
-                    return Err(format!(
-                        "line {}: `{name}` is assigned more than once",
-                        line.lineno
-                    ));
-                }
-                continue;
+        if line.indent == 0
+            && let Some((name, value)) = assignment(line)?
+        {
+            if values.insert(name, value).is_some() {
+                return Err(format!(
+                    "line {}: `{name}` is assigned more than once",
+                    line.lineno
+                ));
             }
+            continue;
         }
         check_module_level(line)?;
     }

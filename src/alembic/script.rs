@@ -58,12 +58,12 @@ pub fn load(inv: &Invocation) -> Result<Script, String> {
         opt("recursive_version_locations")?.as_deref(),
         "recursive_version_locations",
     )?;
-    if let Some(t) = opt("truncate_slug_length")? {
-        if t.trim().parse::<i64>().is_err() {
-            return Err(format!(
-                "truncate_slug_length {t:?} is not an integer (Alembic would fail)"
-            ));
-        }
+    if let Some(t) = opt("truncate_slug_length")?
+        && t.trim().parse::<i64>().is_err()
+    {
+        return Err(format!(
+            "truncate_slug_length {t:?} is not an integer (Alembic would fail)"
+        ));
     }
     check_env_py(&script_dir)?;
 

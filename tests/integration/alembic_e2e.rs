@@ -37,11 +37,11 @@ use crate::support::process;
 /// How many replicas the rollout tests start.
 const REPLICAS: usize = 8;
 /// Upper bound for all replicas of one test to answer `/health` 200.
-const SERVE_TIMEOUT: Duration = Duration::from_secs(120);
+const SERVE_TIMEOUT: Duration = Duration::from_mins(2);
 /// Upper bound for one replica to exit after a SIGTERM.
 const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 /// Upper bound for a Python setup step (`alembic upgrade …`).
-pub(crate) const PYTHON_TIMEOUT: Duration = Duration::from_secs(120);
+pub(crate) const PYTHON_TIMEOUT: Duration = Duration::from_mins(2);
 /// What uvicorn 0.54 itself exits with after a SIGTERM (128 + 15): it shuts
 /// down cleanly, then re-raises the signal. Measured by the SIGTERM test.
 const UVICORN_SIGTERM_STATUS: i32 = 143;
@@ -67,7 +67,7 @@ fn venv_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let script = repo().join("scripts/ensure-venv");
-        let out = process::run(&mut Command::new(&script), None, Duration::from_secs(900))
+        let out = process::run(&mut Command::new(&script), None, Duration::from_mins(15))
             .unwrap_or_else(|e| panic!("scripts/ensure-venv: {e}"));
         assert!(
             out.status.success(),
@@ -109,7 +109,7 @@ pub(crate) fn service(tag: &str) -> TempDir {
             .arg(format!("{}/.", src.display()))
             .arg(dir.path()),
         None,
-        Duration::from_secs(60),
+        Duration::from_mins(1),
     )
     .unwrap_or_else(|e| panic!("copy the example: {e}"));
     assert!(out.status.success(), "cp -a: {}", out.describe());
@@ -687,7 +687,7 @@ fn an_older_image_against_a_newer_database_exits_65_with_db_ahead_fail() {
         port,
         &["--db-ahead", "fail"],
     ));
-    let code = r.exit_code(Duration::from_secs(60));
+    let code = r.exit_code(Duration::from_mins(1));
     let out = format!("{}{}", r.stdout(), r.stderr());
     assert_eq!(code, 65, "{out}");
     assert!(
@@ -758,7 +758,7 @@ fn sigterm_during_the_migration_signals_alembic_exits_143_serves_nothing_and_fre
         port,
         &["--log-level", "info,pgboot=debug"],
     ));
-    r.wait_for_output(Duration::from_secs(60), "Alembic running 0004", |o| {
+    r.wait_for_output(Duration::from_mins(1), "Alembic running 0004", |o| {
         o.contains("Running upgrade 0003 -> 0004")
     });
     // Alembic's backend is inside pg_sleep(30), holding the lock-protected transaction.
@@ -833,7 +833,7 @@ fn a_failing_revision_exits_65_leaves_the_schema_unchanged_and_never_serves() {
 
     let port = free_port();
     let mut r = Running::start(replica_command(svc.path(), &db.url, port, &[]));
-    let code = r.exit_code(Duration::from_secs(60));
+    let code = r.exit_code(Duration::from_mins(1));
     let out = format!("{}{}", r.stdout(), r.stderr());
     assert_eq!(code, 65, "{out}");
     assert!(out.contains("Running upgrade 0003 -> 0004"), "{out}");
@@ -863,7 +863,7 @@ fn the_migration_command_gets_the_lock_flag_the_key_and_pgoptions() {
     let mut c = pgboot(&["--migrate-cmd", &cmd, "--", "true"]);
     c.env("DATABASE_URL", &db.url)
         .env("PGOPTIONS", "-c work_mem=8MB");
-    let (code, out, err) = crate::support::pgboot::run(c, Duration::from_secs(60));
+    let (code, out, err) = crate::support::pgboot::run(c, Duration::from_mins(1));
     assert_eq!(code, 0, "{out}{err}");
 
     let env = std::fs::read_to_string(&file).unwrap();
@@ -908,7 +908,7 @@ fn a_migration_command_that_takes_the_same_lock_itself_is_reported_as_nested_and
     c.env("DATABASE_URL", &db.url)
         .env("PSQL", psql_path(PgVersion::V17));
     let t = Instant::now();
-    let (code, out, err) = crate::support::pgboot::run(c, Duration::from_secs(60));
+    let (code, out, err) = crate::support::pgboot::run(c, Duration::from_mins(1));
     let took = t.elapsed();
     let all = format!("{out}{err}");
     assert_eq!(code, 65, "{all}");
@@ -947,7 +947,7 @@ fn migrate_timeout_stops_a_command_that_runs_too_long_and_exits_65() {
     ]);
     c.env("DATABASE_URL", &db.url);
     let t = Instant::now();
-    let (code, out, err) = crate::support::pgboot::run(c, Duration::from_secs(60));
+    let (code, out, err) = crate::support::pgboot::run(c, Duration::from_mins(1));
     let took = t.elapsed();
     let all = format!("{out}{err}");
     assert_eq!(code, 65, "{all}");

@@ -31,7 +31,7 @@ pub(crate) const SERVER: &[&str] = &["sh", "-c", "echo SERVER-STARTED; exit 0"];
 /// What the server prints; its absence means pgboot never started it.
 pub(crate) const STARTED: &str = "SERVER-STARTED";
 /// The bound for a pgboot run that should finish on its own.
-pub(crate) const BOUND: Duration = Duration::from_secs(60);
+pub(crate) const BOUND: Duration = Duration::from_mins(1);
 /// `pg_locks` rows of this test's database only (`pg_locks` is cluster-wide).
 const THIS_DB: &str =
     "l.database = (SELECT oid FROM pg_database WHERE datname = current_database())";

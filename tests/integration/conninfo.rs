@@ -16,7 +16,7 @@ use crate::support::pg::{self, Cluster, PgVersion, TestDb};
 use crate::support::pgboot::{TempDir, pgboot, run};
 
 /// The bound for a run that should end on its own.
-const BOUND: Duration = Duration::from_secs(60);
+const BOUND: Duration = Duration::from_mins(1);
 /// What the contract promises for an error no wait can fix.
 const FAST: Duration = Duration::from_secs(2);
 

@@ -21,7 +21,7 @@ use crate::support::pg::{PgVersion, TestDb, pid_alive, psql_path, shared};
 use crate::support::pgboot::{Running, TempDir, pgboot, send};
 
 /// The bound for a pgboot run that should finish on its own.
-const BOUND: Duration = Duration::from_secs(60);
+const BOUND: Duration = Duration::from_mins(1);
 /// What the server prints; its absence means pgboot never started it.
 const STARTED: &str = "SERVER-STARTED";
 

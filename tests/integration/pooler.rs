@@ -24,7 +24,7 @@ const REPLICAS: usize = 8;
 /// How many times the transaction-pooling refusal is repeated.
 const ROUNDS: usize = 5;
 /// The bound for a pgboot run that should finish on its own.
-const BOUND: Duration = Duration::from_secs(60);
+const BOUND: Duration = Duration::from_mins(1);
 /// What the server prints; its absence means pgboot never started it.
 const STARTED: &str = "SERVER-STARTED";
 /// What the documented refusal says.

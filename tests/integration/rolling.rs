@@ -19,7 +19,7 @@ use crate::support::pg::{PgVersion, TestDb, psql_path, shared};
 use crate::support::pgboot::{Running, TempDir, pgboot};
 
 /// Upper bound for one pgboot run in these tests.
-const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+const RUN_TIMEOUT: Duration = Duration::from_mins(2);
 /// The `application_name` of the test's long reader.
 const READER: &str = "rolling-test-reader";
 
@@ -82,7 +82,7 @@ impl Reader {
 
     /// Waits for the reader's end; returns when it ended.
     fn wait(&mut self) -> Instant {
-        let code = self.run.exit_code(Duration::from_secs(120));
+        let code = self.run.exit_code(Duration::from_mins(2));
         assert_eq!(code, 0, "the reader failed\n{}", self.run.output());
         Instant::now()
     }
@@ -108,7 +108,7 @@ impl Client {
             let mut took = Vec::new();
             while !flag.load(Ordering::Relaxed) {
                 let t = Instant::now();
-                let out = crate::support::process::run(&mut cmd, None, Duration::from_secs(60))
+                let out = crate::support::process::run(&mut cmd, None, Duration::from_mins(1))
                     .expect("the client's query");
                 assert!(
                     out.status.success(),

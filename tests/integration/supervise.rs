@@ -154,10 +154,10 @@ struct KillGroup(PathBuf);
 
 impl Drop for KillGroup {
     fn drop(&mut self) {
-        if let Ok(pgid) = read(&self.0).trim().parse::<i32>() {
-            if pgid > 1 {
-                send(-pgid, libc::SIGKILL);
-            }
+        if let Ok(pgid) = read(&self.0).trim().parse::<i32>()
+            && pgid > 1
+        {
+            send(-pgid, libc::SIGKILL);
         }
     }
 }

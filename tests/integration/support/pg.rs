@@ -66,11 +66,11 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a fast shutdown may take before the harness escalates.
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Upper bound for one psql run (connection plus the SQL).
-const PSQL_TIMEOUT: Duration = Duration::from_secs(60);
+const PSQL_TIMEOUT: Duration = Duration::from_mins(1);
 /// Upper bound for `scripts/ensure-pg` (may npm/apt install).
-const ENSURE_TIMEOUT: Duration = Duration::from_secs(900);
+const ENSURE_TIMEOUT: Duration = Duration::from_mins(15);
 /// Upper bound for initdb, cp and single-user runs.
-const SETUP_TIMEOUT: Duration = Duration::from_secs(120);
+const SETUP_TIMEOUT: Duration = Duration::from_mins(2);
 
 /// Settings for every test cluster (in the template's data dir).
 const TEST_CONF: &str = "\

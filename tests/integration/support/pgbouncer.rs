@@ -70,7 +70,7 @@ fn binary() -> &'static Path {
             let out = process::run(
                 Command::new("apt-get").args(["install", "-y", "--no-install-recommends", "pgbouncer"]),
                 None,
-                Duration::from_secs(600),
+                Duration::from_mins(10),
             )
             .unwrap_or_else(|e| panic!("apt-get install pgbouncer: {e}"));
             assert!(
