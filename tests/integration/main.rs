@@ -10,5 +10,6 @@ mod alembic_e2e;
 mod boot;
 mod cli;
 mod faults_process;
+mod handover;
 mod harness_selftest;
 mod supervise;
