@@ -30,7 +30,7 @@
  *                                    the orphans are released (exit + reap)
  *   rss ARGV...                      starts ARGV (unshare ... SUP ... sleep 30),
  *                                    prints the supervisor's VmRSS and RssAnon
- *                                    (kB) after 500 ms
+ *                                    (kB) after RSS_DELAY_MS (default 500) ms
  *
  * "None left" is read from the host with kill(pid, 0), which succeeds on a
  * zombie and fails with ESRCH once it is reaped; host pids are not reused
@@ -452,7 +452,9 @@ static int mode_rss(int argc, char **argv) {
         return 64;
     pid_t top = spawn(argv, 0);
     pid_t sup = first_child(top);
-    sleep_ns(500000000);
+    const char *d = getenv("RSS_DELAY_MS");
+    long ms = d ? strtol(d, NULL, 10) : 500;
+    sleep_ns((int64_t)(ms > 0 ? ms : 500) * 1000000);
     char v[64], a[64];
     status_field(sup, "VmRSS:", v, sizeof v);
     status_field(sup, "RssAnon:", a, sizeof a);

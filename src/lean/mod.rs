@@ -14,10 +14,13 @@
 //!
 //! Both run the same supervise loop as the full binary (`supervise.rs`);
 //! logs go through a few-dozen-line subscriber ([`log`]) in the chosen format.
+//! Before the loop, the pages of the binary that starting up touched are
+//! given back ([`shed`]).
 
 mod args;
 mod handover;
 mod log;
+mod shed;
 
 use nix::sys::signalfd::SignalFd;
 use nix::unistd::Pid;
@@ -39,6 +42,7 @@ pub fn main(sfd: &SignalFd) -> Option<i32> {
     Some(match supervise::spawn(&s.sup.command, &[]) {
         Ok(pid) => {
             tracing::debug!(pid = pid.as_raw(), command = ?s.sup.command, "started");
+            shed::drop_startup_pages();
             supervise::supervise(sfd, pid, &s.sup, false).code()
         }
         Err(e) => {
@@ -61,6 +65,7 @@ fn take_over(sfd: &SignalFd, value: &str) -> i32 {
     log::install(h.json, h.level);
     keep_the_name();
     supervise::become_reaper();
+    shed::drop_startup_pages();
     supervise::supervise(sfd, h.pid, &h.config(), h.announce).code()
 }
 

@@ -12,6 +12,7 @@ mod boot;
 mod cli;
 mod conninfo;
 mod faults_process;
+mod handover;
 mod harness_selftest;
 mod input;
 mod operator;

@@ -41,12 +41,17 @@ fn start_sh(pid1: bool, flags: &[&str], script: &str, dir: &Path) -> Running {
     Running::start(sh_cmd(pid1, flags, script, dir))
 }
 
-fn read(path: &Path) -> String {
+pub(crate) fn read(path: &Path) -> String {
     fs::read_to_string(path).unwrap_or_default()
 }
 
 /// Polls `pred` every 5 ms until it holds; panics with pgboot's output after `timeout`.
-fn wait_until(r: &Running, timeout: Duration, what: &str, mut pred: impl FnMut() -> bool) {
+pub(crate) fn wait_until(
+    r: &Running,
+    timeout: Duration,
+    what: &str,
+    mut pred: impl FnMut() -> bool,
+) {
     let deadline = Instant::now() + timeout;
     while !pred() {
         assert!(
@@ -150,7 +155,7 @@ fn processes() -> Vec<Proc> {
 /// Kills the process group whose id the file at this path holds, by SIGKILL,
 /// when dropped: pgboot puts its child in a group of its own, which
 /// `Running` (it kills pgboot's group) does not reach when a test fails.
-struct KillGroup(PathBuf);
+pub(crate) struct KillGroup(pub(crate) PathBuf);
 
 impl Drop for KillGroup {
     fn drop(&mut self) {
