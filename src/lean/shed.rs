@@ -48,25 +48,24 @@ fn droppable(smaps: &str, here: usize) -> Vec<Range<usize>> {
     for line in smaps.lines() {
         let mut f = line.split_whitespace();
         let Some(first) = f.next() else { continue };
-        if let Some((a, b)) = first.split_once('-') {
-            if let (Ok(start), Ok(end)) =
+        if let Some((a, b)) = first.split_once('-')
+            && let (Ok(start), Ok(end)) =
                 (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
-            {
-                let perms = f.next().unwrap_or("");
-                let file = f.nth(3).unwrap_or("");
-                maps.push(Mapping {
-                    range: start..end,
-                    writable: perms.contains('w'),
-                    file,
-                    anonymous_kb: 0,
-                });
-                continue;
-            }
+        {
+            let perms = f.next().unwrap_or("");
+            let file = f.nth(3).unwrap_or("");
+            maps.push(Mapping {
+                range: start..end,
+                writable: perms.contains('w'),
+                file,
+                anonymous_kb: 0,
+            });
+            continue;
         }
-        if first == "Anonymous:" {
-            if let Some(m) = maps.last_mut() {
-                m.anonymous_kb = f.next().and_then(|v| v.parse().ok()).unwrap_or(u64::MAX);
-            }
+        if first == "Anonymous:"
+            && let Some(m) = maps.last_mut()
+        {
+            m.anonymous_kb = f.next().and_then(|v| v.parse().ok()).unwrap_or(u64::MAX);
         }
     }
     let Some(exe) = maps

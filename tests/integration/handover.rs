@@ -110,13 +110,26 @@ fn signals_and_orphans_survive_the_handover(pid1: bool) {
     );
     send(pgboot_pid, libc::SIGTERM);
     assert_eq!(r.exit_code(Duration::from_secs(10)), 7, "{}", r.output());
-    let last = r.stderr().lines().last().unwrap_or_default().to_string();
+    // The lean supervisor's lines are pgboot's JSON: the server's exit,
+    // then the exit line.
+    let err = r.stderr();
+    let tail: Vec<&str> = err.lines().rev().take(2).collect();
+    let (exited, last) = (tail[1], tail[0]);
+    for line in [exited, last] {
+        assert!(
+            line.starts_with("{\"timestamp\":\"") && line.contains("\"level\":\"INFO\""),
+            "not pgboot's JSON: {line}\n{}",
+            r.output()
+        );
+    }
     assert!(
-        last.starts_with("{\"timestamp\":\"")
-            && last.contains("\"level\":\"INFO\"")
-            && last.contains("\"message\":\"server exited\"")
-            && last.contains("\"status\":7"),
-        "the lean supervisor's last line is not pgboot's JSON: {last}\n{}",
+        exited.contains("\"message\":\"server exited\"") && exited.contains("\"status\":7"),
+        "{exited}\n{}",
+        r.output()
+    );
+    assert!(
+        last.contains("\"message\":\"pgboot exits\"") && last.contains("\"exit_code\":7"),
+        "{last}\n{}",
         r.output()
     );
 }
