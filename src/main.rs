@@ -10,10 +10,14 @@
 //! - `signals.rs`: every signal blocked first, read from a signalfd.
 //! - `runtime.rs`: the short-lived tokio runtime of the database phases.
 //! - `boot.rs`: wait → fast path → lock → migrate → release, riding through
-//!   a lost connection; `wait.rs`, `lock.rs`, `migrate.rs`, `alembic.rs` are
-//!   its phases, `failure.rs` sorts their errors, `sql.rs` sends their queries.
+//!   a lost connection; `wait.rs` (with `conninfo/`, libpq's conventions),
+//!   `lock/` (with its pooling probe and partition watch), `migrate.rs`
+//!   (with `ddl_retry.rs`, bounded DDL lock waits) and `alembic/` are its
+//!   phases, `failure.rs` sorts their errors, `sql.rs` sends their queries.
 //! - `preflight.rs`: what is local, checked before waiting.
-//! - `supervise.rs`: spawn, forward, reap, exit status.
+//! - `supervise.rs`: spawn, forward, reap, exit status; `output_watch.rs`
+//!   reads the migration command's output for lock timeouts; `lean/` is the
+//!   small supervisor that lives for weeks after a boot.
 //! - `status.rs`, `dry_run.rs`: `status` and `migrate --dry-run`, which only read.
 //! - `new.rs`, `manual.rs`: `new`, `completions` and `man`, which need no database.
 //! - `exit.rs`, `error.rs`: the exit codes and the one error type.

@@ -27,6 +27,9 @@ use crate::failure::{self, db_error};
 use crate::sql::{self, lit};
 use crate::wait::Target;
 
+mod pooling;
+mod watch;
+
 /// How often a waiter tries the lock. Bounds the handoff latency: a waiter
 /// takes a released lock within one interval.
 const POLL: Duration = Duration::from_millis(100);
@@ -258,119 +261,6 @@ async fn prepare(conn: &mut PgConnection, key: &LockKey) -> Result<Session> {
     })
 }
 
-/// The exit-78 error for a pooler that shares server connections between
-/// clients: a session-level lock taken through it is not pgboot's.
-fn pooled_error(key: i64, evidence: &str) -> Error {
-    Error::Config(format!(
-        "a transaction- or statement-pooling pooler (PgBouncer?) sits between pgboot and Postgres: \
-         {evidence}. A session-level advisory lock (key {key}) cannot be held through it, so \
-         nothing was migrated; point --migrate-database-url (PGBOOT_MIGRATE_DATABASE_URL) at \
-         Postgres directly or at a session-mode pool, and keep DATABASE_URL pooled for the server"
-    ))
-}
-
-/// How many rounds the pooling probe makes. One is enough when the pool is
-/// idle; with several clients at once (replicas booting together, an app
-/// under load) each round is another chance to catch a server changing
-/// hands. With 3 rounds of an earlier probe, 1 of 8 replicas booting
-/// together claimed the lock behind a transaction pool
-/// (`tests/integration/pooler.rs`); with these 6, none of 640.
-const POOL_PROBE_ROUNDS: usize = 6;
-/// The longest the probe waits for its second connection or an answer; a
-/// session-mode pool with no free server queues it, which proves nothing.
-const POOL_PROBE_LIMIT: Duration = Duration::from_secs(2);
-
-/// Detects transaction (or statement) pooling before the lock is taken.
-///
-/// Each round, the lock session runs a statement marked with its backend
-/// pid, and right after it a second client connection opens a transaction
-/// (pinning a server connection to itself) and asks for its backend pid and
-/// for the last statement the lock session's backend ran. Connected
-/// directly or through a session-mode pool, the lock session keeps its own
-/// backend, no other client ever gets it, and its last statement is the
-/// marked one. Through a transaction pool, the idle lock session's server
-/// goes back to the pool between statements: the second client is handed
-/// that very backend (`PgBouncer` reuses the most recently released server
-/// first), or another client ran a statement on it meanwhile, or the lock
-/// session's next statement runs on another backend. Statement pooling
-/// refuses the transaction outright.
-async fn detect_pooling(target: &Target, conn: &mut PgConnection, s: &Session) -> Result<()> {
-    let Ok(mut other) = crate::wait::try_connect(target, POOL_PROBE_LIMIT).await else {
-        tracing::debug!("pooling probe: no second connection; relying on the per-statement checks");
-        return Ok(());
-    };
-    let ours = s.backend_pid;
-    let mark = format!("pgboot-pooling-probe-{ours}");
-    let marked = format!("SELECT pg_backend_pid() /* {mark} */");
-    let pin = format!(
-        "BEGIN; SELECT pg_backend_pid(), (SELECT query FROM pg_stat_activity WHERE pid = {ours})"
-    );
-    let mut verdict = Ok(());
-    for _ in 0..POOL_PROBE_ROUNDS {
-        let round = async {
-            let now: i32 = sql::scalar(conn, &marked).await?;
-            if now != ours {
-                return Ok(Err(format!(
-                    "this session's statements ran on server backends {ours} and {now}"
-                )));
-            }
-            let row = match sql::row(&mut other, &pin).await {
-                Ok(row) => row.ok_or(sqlx::Error::RowNotFound)?,
-                // The probe's own connection lost proves nothing about pooling.
-                Err(e) if failure::connection_lost(&e) => return Ok(Ok(())),
-                Err(e) => {
-                    return Ok(Err(format!(
-                        "a transaction was refused ({})",
-                        failure::classify(&e).text()
-                    )));
-                }
-            };
-            let theirs: i32 = row.try_get(0)?;
-            let last: Option<String> = row.try_get(1)?;
-            sql::execute(&mut other, "ROLLBACK").await?;
-            // An empty or hidden query text (track_activities off, another
-            // role) proves nothing; only another client's statement does.
-            let foreign =
-                last.filter(|q| !q.is_empty() && !q.starts_with('<') && !q.contains(&mark));
-            Ok::<_, sqlx::Error>(if theirs == ours {
-                Err(format!(
-                    "another client connection was given this session's server backend (pid {ours})"
-                ))
-            } else if let Some(q) = foreign {
-                Err(format!(
-                    "this session's server backend (pid {ours}) ran another client's statement between two of its own ({})",
-                    q.chars().take(60).collect::<String>()
-                ))
-            } else {
-                Ok(())
-            })
-        };
-        match tokio::time::timeout(POOL_PROBE_LIMIT, round).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(evidence))) => {
-                verdict = Err(pooled_error(s.key, &evidence));
-                break;
-            }
-            Ok(Err(e)) if !failure::connection_lost(&e) => {
-                tracing::debug!(error = %e, "pooling probe failed; relying on the per-statement checks");
-                break;
-            }
-            Ok(Err(e)) => {
-                verdict = Err(db_error("checking for a pooler", &e));
-                break;
-            }
-            Err(_) => {
-                tracing::debug!(
-                    "pooling probe got no answer in time; relying on the per-statement checks"
-                );
-                break;
-            }
-        }
-    }
-    crate::migrate::close(other).await;
-    verdict
-}
-
 /// The lock wait's bookkeeping: when to say who holds the lock, and when to
 /// give up.
 struct Waiting {
@@ -454,7 +344,7 @@ pub async fn acquire(
 ) -> Result<Lock> {
     let start = Instant::now();
     let s = prepare(&mut conn, key).await?;
-    detect_pooling(target, &mut conn, &s).await?;
+    pooling::detect(target, &mut conn, &s).await?;
     let label = key_label(key, s.key);
     let key = s.key;
     let mut waiting = Waiting::new(label.clone(), start, timeout);
@@ -471,7 +361,7 @@ pub async fn acquire(
                     end_backend(&mut conn, pid).await;
                 }
                 let _ = tokio::time::timeout(Duration::from_secs(2), conn.close()).await;
-                return Err(pooled_error(
+                return Err(pooling::pooled_error(
                     key,
                     &format!(
                         "the lock was tried on server backend {pid}, not on this session's {}",
@@ -504,7 +394,7 @@ pub async fn acquire(
         Ok(true) => {}
         Ok(false) => {
             lock.release().await;
-            return Err(pooled_error(
+            return Err(pooling::pooled_error(
                 key,
                 "pg_locks does not list the lock under this session's backend",
             ));
@@ -790,115 +680,6 @@ fn truncate_at_char(mut s: String, max: usize) -> String {
         s.truncate(end);
     }
     s
-}
-
-/// How long the lock session may go unheard while a built-in migration runs
-/// on it before pgboot gives it up: the server-side keepalive window of
-/// [`TCP_SETTINGS`] (5 s idle + 3 probes 2 s apart = 11 s; 10 s of unacked
-/// data) and a second of margin. By then the server has ended that session,
-/// rolled back its transaction and freed the lock.
-const SILENT_AFTER: Duration = Duration::from_secs(12);
-/// How often the lock session is looked at from outside.
-const WATCH_EVERY: Duration = Duration::from_secs(1);
-/// How many answers in a row saying the lock session's backend no longer
-/// holds the lock end the wait: a lost connection reaches the migration
-/// itself first (an error on its socket), unless the news was lost too.
-const GONE_AFTER: u32 = 3;
-
-/// Watches the lock session from outside while a statement runs on it.
-///
-/// Why: the built-in runner's migration runs on the lock session itself,
-/// and sqlx sets no client-side timeout or keepalive, so a replica cut off
-/// mid-migration (packets dropped, no RST) would wait for an answer forever,
-/// long after the server, by its keepalives, has ended the session and
-/// another replica has taken the lock. Fencing as the migration command has
-/// it (a query on the lock session) is impossible while the session is busy,
-/// so the watch asks over a fresh connection, every [`WATCH_EVERY`], whether
-/// the lock session's backend still holds the lock.
-pub struct Watch {
-    key: i64,
-    backend_pid: i32,
-}
-
-/// One look at the lock session from outside.
-enum Seen {
-    /// Postgres answered: the backend holds the lock.
-    Holding,
-    /// Postgres answered: the backend does not hold it (or is gone).
-    Gone,
-    /// Postgres answered with an error (too many connections, …): it is
-    /// there, but says nothing about the lock session.
-    Answered,
-    /// No answer.
-    Silent,
-}
-
-impl Watch {
-    /// Returns, with the reason, only when the lock session is to be given
-    /// up: Postgres unheard for [`SILENT_AFTER`], or saying [`GONE_AFTER`]
-    /// times in a row that the session's backend no longer holds the lock.
-    pub async fn lost(self, target: &Target) -> String {
-        let mut heard = Instant::now();
-        let mut gone = 0;
-        loop {
-            tokio::time::sleep(WATCH_EVERY).await;
-            match self.look(target).await {
-                Seen::Holding => {
-                    heard = Instant::now();
-                    gone = 0;
-                }
-                Seen::Answered => heard = Instant::now(),
-                Seen::Gone => {
-                    heard = Instant::now();
-                    gone += 1;
-                    if gone >= GONE_AFTER {
-                        return format!(
-                            "the lock session's backend {} no longer holds the lock, and the migration running on it got no word of it",
-                            self.backend_pid
-                        );
-                    }
-                }
-                Seen::Silent if heard.elapsed() >= SILENT_AFTER => {
-                    return format!(
-                        "the lock session is silent: Postgres has not answered for {}s, longer than its keepalives keep a silent session (a network partition?)",
-                        heard.elapsed().as_secs()
-                    );
-                }
-                Seen::Silent => {}
-            }
-        }
-    }
-
-    async fn look(&self, target: &Target) -> Seen {
-        let q = format!(
-            "SELECT count(*) FROM pg_locks l WHERE l.granted AND l.pid = {} AND {}",
-            self.backend_pid,
-            lock_row(self.key)
-        );
-        let attempt = async {
-            let mut c = crate::wait::try_connect(target, WATCH_EVERY * 2).await?;
-            let n = sql::scalar::<i64>(&mut c, &q).await;
-            crate::migrate::close(c).await;
-            n.map_err(|e| failure::classify(&e))
-        };
-        match tokio::time::timeout(WATCH_EVERY * 2, attempt).await {
-            Ok(Ok(n)) if n > 0 => Seen::Holding,
-            Ok(Ok(_)) => Seen::Gone,
-            Ok(Err(f)) if f.answered_by_server() => Seen::Answered,
-            Ok(Err(_)) | Err(_) => Seen::Silent,
-        }
-    }
-}
-
-impl Lock {
-    /// A [`Watch`] on this lock's session.
-    #[must_use]
-    pub fn watch(&self) -> Watch {
-        Watch {
-            key: self.key,
-            backend_pid: self.backend_pid,
-        }
-    }
 }
 
 impl crate::supervise::Watchdog for Lock {
