@@ -400,24 +400,37 @@ fn command_gets_lock_timeout_in_pgoptions_and_its_output_promptly() {
     assert!(!out.contains("lock_timeout"), "{out}");
 }
 
+/// `pgboot migrate --migrate-cmd SCRIPT EXTRA...` where SCRIPT is a shell
+/// script with `body`; returns the exit code, stderr and the script's path.
+fn migrate_with_script(
+    db: &TestDb,
+    tag: &str,
+    body: &str,
+    extra: &[&str],
+) -> (i32, String, TempDir, std::path::PathBuf) {
+    let dir = TempDir::new(tag);
+    let script = dir.write("migrate.sh", &format!("#!/bin/sh\n{body}"));
+    make_executable(&script);
+    let mut args = vec![
+        "migrate",
+        "--database-url",
+        &db.url,
+        "--migrate-cmd",
+        script.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let (code, _, err) = crate::support::pgboot::run(pgboot(&args), RUN_TIMEOUT);
+    (code, err, dir, script)
+}
+
 #[test]
 fn command_failing_otherwise_is_not_run_again() {
     let db = shared(PgVersion::V17).create_db();
-    let dir = TempDir::new("rolling-fail");
-    let script = dir.write(
-        "migrate.sh",
-        "#!/bin/sh\necho run >> \"$0.runs\"\necho 'psycopg.errors.DuplicateColumn: column \"priority\" already exists' >&2\nexit 1\n",
-    );
-    make_executable(&script);
-    let (code, _, err) = crate::support::pgboot::run(
-        pgboot(&[
-            "migrate",
-            "--database-url",
-            &db.url,
-            "--migrate-cmd",
-            script.to_str().unwrap(),
-        ]),
-        RUN_TIMEOUT,
+    let (code, err, _dir, script) = migrate_with_script(
+        &db,
+        "rolling-fail",
+        "echo run >> \"$0.runs\"\necho 'psycopg.errors.DuplicateColumn: column \"priority\" already exists' >&2\nexit 1\n",
+        &[],
     );
     assert_eq!(code, 65, "{err}");
     let runs = std::fs::read_to_string(format!("{}.runs", script.display())).unwrap();
@@ -432,23 +445,11 @@ fn command_failing_otherwise_is_not_run_again() {
 #[test]
 fn command_retries_end_with_75_when_the_budget_runs_out() {
     let db = shared(PgVersion::V17).create_db();
-    let dir = TempDir::new("rolling-budget");
-    let script = dir.write(
-        "migrate.sh",
-        "#!/bin/sh\necho 'ERROR:  deadlock detected' >&2\nexit 1\n",
-    );
-    make_executable(&script);
-    let (code, _, err) = crate::support::pgboot::run(
-        pgboot(&[
-            "migrate",
-            "--database-url",
-            &db.url,
-            "--migrate-cmd",
-            script.to_str().unwrap(),
-            "--ddl-retry-for",
-            "2s",
-        ]),
-        RUN_TIMEOUT,
+    let (code, err, _dir, _) = migrate_with_script(
+        &db,
+        "rolling-budget",
+        "echo 'ERROR:  deadlock detected' >&2\nexit 1\n",
+        &["--ddl-retry-for", "2s"],
     );
     assert_eq!(code, 75, "{err}");
     assert!(
