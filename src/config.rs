@@ -280,7 +280,7 @@ struct LogArgs {
     #[arg(
         long,
         value_name = "FILTER",
-        help = "Log filter in tracing's env-filter syntax [env: PGBOOT_LOG / RUST_LOG] [default: info]"
+        help = "Log filter: a level, and target=level directives (info,sqlx=warn) as in tracing's env-filter [env: PGBOOT_LOG / RUST_LOG] [default: info]"
     )]
     log_level: Option<String>,
 }
@@ -458,7 +458,7 @@ pub struct SuperviseConfig {
 pub struct LogConfig {
     /// `--log-format json`.
     pub json: bool,
-    /// The env-filter directive.
+    /// The log filter: a level and `target=level` directives.
     pub filter: String,
 }
 
@@ -946,7 +946,7 @@ fn log_config(
             _ => ("info".to_string(), String::new()),
         },
     };
-    if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&filter) {
+    if let Err(e) = crate::logging::parse_filter(&filter) {
         return Err(Error::Usage(format!(
             "{origin}={filter:?}: not a log filter ({e}); use e.g. info, debug, or pgboot=debug"
         )));

@@ -12,24 +12,27 @@
 use std::io::{self, Write};
 use std::time::Duration;
 
-use tracing_subscriber::EnvFilter;
+use tracing::level_filters::LevelFilter;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::LogConfig;
 use crate::redact;
 
 /// Installs the global subscriber.
 pub fn init(cfg: &LogConfig) {
-    let filter = EnvFilter::builder()
-        .parse(&cfg.filter)
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = parse_filter(&cfg.filter)
+        .unwrap_or_else(|_| Targets::new().with_default(LevelFilter::INFO));
     let ansi = !cfg.json
         && colour(
             &|k| std::env::var(k).ok(),
             std::io::IsTerminal::is_terminal(&std::io::stderr()),
         );
+    // The level is the filter's to decide: the builder's own is opened wide.
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_max_level(LevelFilter::TRACE)
         .with_writer(RedactingStderr { ansi })
         .with_target(false);
     if cfg.json {
@@ -37,10 +40,32 @@ pub fn init(cfg: &LogConfig) {
             .json()
             .flatten_event(true)
             .with_current_span(false)
+            .finish()
+            .with(filter)
             .init();
     } else {
-        builder.with_ansi(ansi).init();
+        builder.with_ansi(ansi).finish().with(filter).init();
     }
+}
+
+/// Parses a log filter: a level (`debug`), and `target=level` directives
+/// (`info,sqlx=warn,pgboot::lock=trace`), comma-separated: the part of
+/// tracing's env-filter syntax that pgboot's logs can use. Its span and
+/// field filters (`[span{field=value}]`) are not taken: pgboot opens no
+/// span, and their matcher is a regular-expression engine, a tenth of the
+/// binary (issue 12).
+///
+/// # Errors
+/// The filter is malformed; the text says where.
+pub fn parse_filter(filter: &str) -> Result<Targets, String> {
+    if filter.contains(['[', ']', '{', '}']) {
+        return Err(
+            "span and field filters ([...] and {...}) are not supported, only a level and \
+             target=level"
+                .to_string(),
+        );
+    }
+    filter.parse::<Targets>().map_err(|e| e.to_string())
 }
 
 /// Whether text lines are coloured: `NO_COLOR` (any non-empty value) wins,
@@ -141,6 +166,43 @@ mod tests {
             &env(&[("NO_COLOR", "1"), ("CLICOLOR_FORCE", "1")]),
             true
         ));
+    }
+
+    #[test]
+    fn filters_are_levels_and_target_directives() {
+        use tracing::Level;
+        let enabled = |filter: &str, target: &str, level: Level| {
+            parse_filter(filter)
+                .unwrap_or_else(|e| panic!("{filter}: {e}"))
+                .would_enable(target, &level)
+        };
+        assert!(enabled("debug", "pgboot::wait", Level::DEBUG));
+        assert!(!enabled("info", "pgboot::wait", Level::DEBUG));
+        assert!(enabled("INFO", "pgboot::wait", Level::INFO));
+        // A target is a prefix, on module boundaries as env-filter has it.
+        assert!(enabled(
+            "info,pgboot=debug",
+            "pgboot::lock::watch",
+            Level::DEBUG
+        ));
+        assert!(!enabled("info,pgboot=debug", "sqlx::query", Level::DEBUG));
+        assert!(!enabled("debug,sqlx=warn", "sqlx::query", Level::INFO));
+        assert!(enabled("debug,sqlx=warn", "pgboot", Level::DEBUG));
+        assert!(!enabled("off", "pgboot", Level::ERROR));
+        // The most specific directive wins, in any order.
+        assert!(!enabled(
+            "pgboot::lock=warn,pgboot=trace",
+            "pgboot::lock",
+            Level::INFO
+        ));
+        assert!(enabled(
+            "pgboot::lock=warn,pgboot=trace",
+            "pgboot::wait",
+            Level::TRACE
+        ));
+        for bad in ["pgboot=loud", "pgboot[lock]=debug", "[{pid=1}]", "a=b=c"] {
+            assert!(parse_filter(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -265,6 +265,35 @@ fn bad_flag_values_are_named_by_their_flag() {
 }
 
 #[test]
+fn log_filters_take_levels_and_targets_and_refuse_the_rest_by_name() {
+    // Accepted: the run goes on past the configuration (a clean exit here).
+    for filter in ["debug", "info,sqlx=warn", "pgboot::lock=trace,warn"] {
+        let mut c = pgboot(&["supervise", "--", "true"]);
+        c.env("PGBOOT_LOG", filter);
+        let (code, _, err) = run(c, T);
+        assert_eq!(code, 0, "{filter}: {err}");
+    }
+    for (filter, says) in [
+        ("pgboot=loud", "expected one of"),
+        ("pgboot[migrate]=debug", "span and field filters"),
+        ("[{pid=1}]=trace", "span and field filters"),
+    ] {
+        let mut c = pgboot(&["supervise", "--", "true"]);
+        c.env("RUST_LOG", filter);
+        let err = usage(c);
+        assert!(
+            err.contains("RUST_LOG") && err.contains(says),
+            "{filter}: {err}"
+        );
+        let err = usage(pgboot(&["wait", "--log-level", filter]));
+        assert!(
+            err.contains("--log-level") && err.contains(says),
+            "{filter}: {err}"
+        );
+    }
+}
+
+#[test]
 fn boot_without_a_database_points_to_supervise() {
     let err = usage(pgboot(&["--", "true"]));
     assert!(err.contains("pgboot supervise"), "{err}");
