@@ -45,6 +45,20 @@ pub fn block_all() -> nix::Result<SignalFd> {
     SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
 }
 
+/// The signal's number, unless it is a SIGPIPE pgboot caused itself.
+///
+/// A write to a pipe nobody reads (stderr piped into a `head` that exited, a
+/// log collector gone) raises SIGPIPE in the writer. Blocked, it is queued
+/// here instead of discarded, and it is not a signal anyone sent: forwarded,
+/// it would kill the server; logged, the log line's own write raises the next
+/// one, a loop that kept a core busy and starved the wait's timeout. The
+/// kernel names the writer as its sender.
+fn from_outside(info: &libc::signalfd_siginfo) -> Option<i32> {
+    let signo = i32::try_from(info.ssi_signo).unwrap_or(0);
+    let own = signo == libc::SIGPIPE && info.ssi_pid == std::process::id();
+    (!own).then_some(signo)
+}
+
 /// Reads every queued signal without blocking.
 ///
 /// # Errors
@@ -53,7 +67,7 @@ pub fn drain(sfd: &SignalFd) -> nix::Result<Vec<i32>> {
     let mut out = Vec::new();
     loop {
         match sfd.read_signal() {
-            Ok(Some(info)) => out.push(i32::try_from(info.ssi_signo).unwrap_or(0)),
+            Ok(Some(info)) => out.extend(from_outside(&info)),
             Ok(None) | Err(Errno::EAGAIN) => return Ok(out),
             Err(Errno::EINTR) => {}
             Err(e) => return Err(e),
@@ -91,7 +105,7 @@ pub fn next(sfd: &SignalFd, timeout: Option<std::time::Duration>) -> nix::Result
         }
     }
     match sfd.read_signal() {
-        Ok(info) => Ok(info.map(|i| i32::try_from(i.ssi_signo).unwrap_or(0))),
+        Ok(info) => Ok(info.as_ref().and_then(from_outside)),
         Err(Errno::EINTR | Errno::EAGAIN) => Ok(None),
         Err(e) => Err(e),
     }

@@ -299,3 +299,93 @@ fn a_second_sigterm_kills_run_command_that_ignores_the_first() {
     );
     assert!(!pid_alive(u32::try_from(command[0]).unwrap()));
 }
+
+/// Starts `pgboot ARGS` in its own process group with stderr a pipe whose
+/// reader is already gone (a log collector that died, `pgboot … 2>&1 | head`).
+fn start_with_stderr_unread(args: &[&str]) -> std::process::Child {
+    use std::os::unix::process::CommandExt;
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    pgboot(args)
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(writer)
+        .spawn()
+        .expect("spawning pgboot")
+}
+
+/// The exit code of `child` within `bound`; its group is killed if not.
+fn code_within(child: &mut std::process::Child, bound: Duration) -> Option<i32> {
+    use std::os::unix::process::ExitStatusExt;
+    let until = Instant::now() + bound;
+    while Instant::now() < until {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            return Some(st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0)));
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let pid = i32::try_from(child.id()).expect("pid");
+    send(-pid, libc::SIGKILL);
+    let _ = child.wait();
+    None
+}
+
+#[test]
+fn a_stderr_nobody_reads_neither_spins_pgboot_nor_reaches_the_server() {
+    // Every log line's write fails with EPIPE and raises SIGPIPE in pgboot.
+    // Waiting: the wait still ends at its timeout (it used to log each
+    // SIGPIPE, whose write raised the next, at 100% CPU, forever).
+    let mut wait = start_with_stderr_unread(&[
+        "wait",
+        "--database-url",
+        "postgres://pgboot@127.0.0.1:1/postgres",
+        "--wait-timeout",
+        "2s",
+        "--log-level",
+        "debug",
+    ]);
+    assert_eq!(
+        code_within(&mut wait, Duration::from_secs(30)),
+        Some(69),
+        "pgboot wait did not end at its timeout with stderr unread"
+    );
+
+    // Supervising: pgboot's own SIGPIPE is not forwarded to the server; a
+    // signal sent from outside still is.
+    let dir = TempDir::new("epipe");
+    let seen = dir.path().join("seen");
+    let seen_s = seen.to_str().expect("utf-8 path");
+    let mut sup = start_with_stderr_unread(&[
+        "supervise",
+        "--log-level",
+        "debug",
+        "--",
+        "sh",
+        "-c",
+        "trap 'echo PIPE >> \"$0\"' PIPE; trap 'echo USR1 >> \"$0\"' USR1; echo ready >> \"$0\"; \
+         i=0; while [ $i -lt 30 ]; do sleep 0.1; i=$((i+1)); done",
+        seen_s,
+    ]);
+    let read = || std::fs::read_to_string(&seen).unwrap_or_default();
+    eventually(Duration::from_secs(10), "the server to start", || {
+        read().contains("ready").then_some(())
+    });
+    let pid = i32::try_from(sup.id()).expect("pid");
+    for _ in 0..3 {
+        send(pid, libc::SIGUSR1);
+        thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(
+        code_within(&mut sup, Duration::from_secs(30)),
+        Some(0),
+        "{}",
+        read()
+    );
+    let lines = read();
+    assert!(lines.contains("USR1"), "SIGUSR1 was not forwarded: {lines}");
+    assert!(
+        !lines.contains("PIPE"),
+        "pgboot's own SIGPIPE reached the server: {lines}"
+    );
+}
