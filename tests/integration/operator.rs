@@ -208,6 +208,21 @@ fn assert_follows_schema(doc: &Value) {
     assert!(errs.is_empty(), "{errs:#?}\n{doc:#}");
 }
 
+/// `pgboot migrate` with the built-in runner; it must succeed.
+fn migrate_to_head(url: &str, dir: &std::path::Path) {
+    let (code, _, err) = run(
+        pgb(&[
+            "migrate",
+            "--database-url",
+            url,
+            "--migrations",
+            path_str(dir),
+        ]),
+        BOUND,
+    );
+    assert_eq!(code, 0, "{err}");
+}
+
 #[test]
 fn the_schema_check_rejects_what_the_schema_forbids() {
     // The hand-written checker must be able to fail, or the tests below prove nothing.
@@ -257,17 +272,7 @@ fn status_json_follows_the_schema_at_head_pending_and_ahead_with_the_holder() {
         ("1_create.sql", "CREATE TABLE t (id int);"),
         ("2_seed.sql", "INSERT INTO t VALUES (1);"),
     ]);
-    let (code, _, err) = run(
-        pgb(&[
-            "migrate",
-            "--database-url",
-            &db.url,
-            "--migrations",
-            path_str(dir.path()),
-        ]),
-        BOUND,
-    );
-    assert_eq!(code, 0, "{err}");
+    migrate_to_head(&db.url, dir.path());
 
     let (code, doc, err) = status_json(&db.url, dir.path(), &[]);
     assert_eq!(code, 0, "{err}");
@@ -390,17 +395,7 @@ fn fingerprint(db: &TestDb) -> String {
 fn dry_run_lists_the_pending_files_and_changes_nothing_not_even_the_lock() {
     let db = shared(PgVersion::V17).create_db();
     let dir = migrations(&[("1_create.sql", "CREATE TABLE t (id int);")]);
-    let (code, _, err) = run(
-        pgb(&[
-            "migrate",
-            "--database-url",
-            &db.url,
-            "--migrations",
-            path_str(dir.path()),
-        ]),
-        BOUND,
-    );
-    assert_eq!(code, 0, "{err}");
+    migrate_to_head(&db.url, dir.path());
     dir.write("2_seed.sql", "INSERT INTO t VALUES (1);");
     dir.write("3_more.sql", "CREATE TABLE more (id int);");
 
