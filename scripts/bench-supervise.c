@@ -11,9 +11,15 @@
  *                                    right after sigwaitinfo returns
  *   latency N FIFO -- ARGV...        starts ARGV (unshare ... SUP ... sigchild
  *                                    FIFO), finds the namespace's PID 1 (the
- *                                    supervisor), sends SIGUSR1 N times, 2 ms
- *                                    apart, one at a time; one line per signal:
- *                                    child's timestamp - send timestamp (ns)
+ *                                    supervisor), lets it settle (20 ms and one
+ *                                    unmeasured signal), sends SIGUSR1 N times,
+ *                                    2 ms apart, one at a time; one line per
+ *                                    signal: child's timestamp - send
+ *                                    timestamp (ns)
+ *   touch N FIFO -- ARGV...          started and settled as for latency; the
+ *                                    kB of the supervisor's memory that N
+ *                                    forwarded signals touch ("Referenced"
+ *                                    after clear_refs): code, then all
  *   orphans N FIFO READY             (the supervised child) double-forks N
  *                                    orphans that block reading FIFO, creates
  *                                    READY, and waits for SIGTERM
@@ -237,43 +243,133 @@ static int read_ts(int fd, int64_t *ts, int timeout_ms) {
     return read(fd, ts, 8) == 8 ? 0 : -1;
 }
 
-static int mode_latency(int argc, char **argv) {
+/* A supervisor forwarding to `sigchild`, started and settled: ARGV started,
+   the child ready, the supervisor's signals blocked, then SETTLE_MS for the
+   supervisor to finish starting (pgboot gives back its startup pages after
+   spawning; a signal sent meanwhile would time that, not forwarding) and
+   one signal forwarded unmeasured (whatever a first forward pages in). */
+#define SETTLE_MS 20
+struct forwarding {
+    pid_t top, sup;
+    int fd;
+    const char *fifo;
+};
+
+static int forward_one(struct forwarding *f, int64_t *took) {
+    int64_t ts, t0 = now_ns();
+    kill(f->sup, SIGUSR1);
+    if (read_ts(f->fd, &ts, 2000) != 0)
+        return -1;
+    *took = ts - t0;
+    return 0;
+}
+
+/* Reads "N FIFO -- ARGV..." and starts ARGV; 0, or the mode's exit code. */
+static int start_forwarding(struct forwarding *f, int *n, int argc, char **argv) {
     if (argc < 4 || strcmp(argv[2], "--") != 0)
         return 64;
-    int n = atoi(argv[0]);
+    *n = atoi(argv[0]);
     const char *fifo = argv[1];
+    argv += 3;
+    f->fifo = fifo;
     unlink(fifo);
     if (mkfifo(fifo, 0600) != 0)
         die("mkfifo");
-    int fd = open(fifo, O_RDWR | O_CLOEXEC);
-    if (fd < 0)
+    f->fd = open(fifo, O_RDWR | O_CLOEXEC);
+    if (f->fd < 0)
         die(fifo);
-    pid_t top = spawn(argv + 3, 0);
-    pid_t sup = first_child(top);
+    f->top = spawn(argv, 0);
+    f->sup = first_child(f->top);
     int64_t ts;
-    if (read_ts(fd, &ts, 10000) != 0) {
+    if (read_ts(f->fd, &ts, 10000) != 0) {
         fprintf(stderr, "the child never became ready\n");
-        kill(top, SIGKILL);
+        kill(f->top, SIGKILL);
         return 1;
     }
-    wait_blocked(sup);
+    wait_blocked(f->sup);
+    sleep_ns(SETTLE_MS * 1000000L);
+    if (forward_one(f, &ts) != 0) {
+        fprintf(stderr, "the warm-up signal was lost\n");
+        kill(f->top, SIGKILL);
+        return 1;
+    }
+    sleep_ns(2000000);
+    return 0;
+}
+
+static void stop_forwarding(struct forwarding *f) {
+    kill(f->sup, SIGTERM);
+    wait_exit(f->top, 5);
+    unlink(f->fifo);
+}
+
+static int mode_latency(int argc, char **argv) {
+    struct forwarding f;
+    int n, rc = start_forwarding(&f, &n, argc, argv);
+    if (rc != 0)
+        return rc;
     int lost = 0;
     for (int i = 0; i < n; i++) {
-        int64_t t0 = now_ns();
-        kill(sup, SIGUSR1);
-        if (read_ts(fd, &ts, 2000) != 0) {
+        int64_t took;
+        if (forward_one(&f, &took) != 0) {
             lost++;
             continue;
         }
-        printf("%lld\n", (long long)(ts - t0));
+        printf("%lld\n", (long long)took);
         sleep_ns(2000000);
     }
-    kill(sup, SIGTERM);
-    wait_exit(top, 5);
-    unlink(fifo);
+    stop_forwarding(&f);
     if (lost)
         fprintf(stderr, "%d signals lost\n", lost);
     return lost ? 1 : 0;
+}
+
+/* The supervisor's pages that forwarding touches: its referenced bits are
+   cleared (writing 1 to /proc/PID/clear_refs), N signals forwarded, then
+   the "Referenced" kB of its smaps summed: code (executable mappings) and
+   all. What a signal costs after the kernel has run something else is
+   mostly these pages' TLB and cache misses. */
+static int mode_touch(int argc, char **argv) {
+    struct forwarding f;
+    int n, rc = start_forwarding(&f, &n, argc, argv);
+    if (rc != 0)
+        return rc;
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/clear_refs", f.sup);
+    int c = open(path, O_WRONLY);
+    if (c < 0 || write(c, "1", 1) != 1)
+        die(path);
+    close(c);
+    for (int i = 0; i < n; i++) {
+        int64_t took;
+        if (forward_one(&f, &took) != 0) {
+            fprintf(stderr, "a signal was lost\n");
+            stop_forwarding(&f);
+            return 1;
+        }
+        sleep_ns(2000000);
+    }
+    snprintf(path, sizeof path, "/proc/%d/smaps", f.sup);
+    FILE *sm = fopen(path, "r");
+    if (!sm)
+        die(path);
+    char line[512], perms[8] = "";
+    long code = 0, all = 0;
+    while (fgets(line, sizeof line, sm)) {
+        unsigned long a, b;
+        long kb;
+        if (sscanf(line, "%lx-%lx %7s", &a, &b, perms) == 3)
+            continue;
+        if (sscanf(line, "Referenced: %ld kB", &kb) == 1) {
+            all += kb;
+            if (strchr(perms, 'x'))
+                code += kb;
+        }
+    }
+    fclose(sm);
+    stop_forwarding(&f);
+    printf("%ld\t%ld\n", code, all);
+    return 0;
 }
 
 static volatile sig_atomic_t term;
@@ -466,7 +562,7 @@ static int mode_rss(int argc, char **argv) {
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: %s spawntime|sigchild|latency|orphans|reap|rss ...\n", argv[0]);
+        fprintf(stderr, "usage: %s spawntime|sigchild|latency|touch|orphans|reap|rss ...\n", argv[0]);
         return 64;
     }
     const char *m = argv[1];
@@ -478,6 +574,8 @@ int main(int argc, char **argv) {
         return mode_sigchild(argc, argv);
     if (!strcmp(m, "latency"))
         return mode_latency(argc, argv);
+    if (!strcmp(m, "touch"))
+        return mode_touch(argc, argv);
     if (!strcmp(m, "orphans"))
         return mode_orphans(argc, argv);
     if (!strcmp(m, "reap"))

@@ -15,7 +15,8 @@
 //!   (with `ddl_retry.rs`, bounded DDL lock waits) and `alembic/` are its
 //!   phases, `failure.rs` sorts their errors, `sql.rs` sends their queries.
 //! - `preflight.rs`: what is local, checked before waiting.
-//! - `supervise.rs`: spawn, forward, reap, exit status; `output_watch.rs`
+//! - `supervise.rs`: spawn, forward, reap, exit status (`syscall.rs`: the
+//!   two system calls of its loop, inline); `output_watch.rs`
 //!   reads the migration command's output for lock timeouts; `lean/` is the
 //!   small supervisor that lives for weeks after a boot.
 //! - `status.rs`, `dry_run.rs`: `status` and `migrate --dry-run`, which only read.
@@ -55,6 +56,7 @@ mod sql;
 mod statements;
 mod status;
 mod supervise;
+mod syscall;
 mod wait;
 
 use std::time::Instant;

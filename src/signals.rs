@@ -80,10 +80,17 @@ pub fn drain(sfd: &SignalFd) -> nix::Result<Vec<i32>> {
 ///
 /// # Errors
 /// `fcntl` failed.
+#[allow(unsafe_code)]
 pub fn set_blocking(sfd: &SignalFd) -> nix::Result<()> {
-    use nix::fcntl::{FcntlArg, OFlag, fcntl};
-    let flags = OFlag::from_bits_truncate(fcntl(sfd, FcntlArg::F_GETFL)?);
-    fcntl(sfd, FcntlArg::F_SETFL(flags - OFlag::O_NONBLOCK)).map(|_| ())
+    use std::os::fd::AsRawFd;
+    // libc's fcntl, not nix's: nix picks the command out of a table in
+    // read-only data, a page the lean supervisor would fault back in just
+    // after giving it back (`lean/shed.rs`).
+    let fd = sfd.as_fd().as_raw_fd();
+    // SAFETY: F_GETFL and F_SETFL take and return integers; `fd` is open.
+    let flags = Errno::result(unsafe { libc::fcntl(fd, libc::F_GETFL) })?;
+    // SAFETY: as above.
+    Errno::result(unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) }).map(|_| ())
 }
 
 /// The next signal from a blocking signalfd: waits forever when `timeout`
@@ -91,33 +98,72 @@ pub fn set_blocking(sfd: &SignalFd) -> nix::Result<()> {
 ///
 /// # Errors
 /// `poll` or `read` failed for a reason other than an interruption.
+#[inline]
 pub fn next(sfd: &SignalFd, timeout: Option<std::time::Duration>) -> nix::Result<Option<i32>> {
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     if let Some(d) = timeout {
-        let mut fds = [PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
-        match poll(
-            &mut fds,
-            PollTimeout::try_from(d).unwrap_or(PollTimeout::MAX),
-        ) {
-            Ok(0) | Err(Errno::EINTR) => return Ok(None),
-            Ok(_) => {}
+        match poll_readable(sfd, d) {
+            Ok(true) => {}
+            Ok(false) | Err(Errno::EINTR) => return Ok(None),
             Err(e) => return Err(e),
         }
     }
-    match sfd.read_signal() {
-        Ok(info) => Ok(info.as_ref().and_then(from_outside)),
-        Err(Errno::EINTR | Errno::EAGAIN) => Ok(None),
+    // One `read(2)` of one record, on the stack: nix's `read_signal` would
+    // copy it once more and cost the loop pages of its own (`syscall.rs`).
+    let mut buf = [0u8; std::mem::size_of::<libc::signalfd_siginfo>()];
+    match crate::syscall::read(sfd.as_fd(), &mut buf) {
+        Ok(n) if n == buf.len() => Ok(from_outside(&siginfo(&buf))),
+        Ok(_) | Err(Errno::EINTR | Errno::EAGAIN) => Ok(None),
         Err(e) => Err(e),
     }
 }
 
+/// Whether the signalfd became readable within `d`.
+#[cold]
+fn poll_readable(sfd: &SignalFd, d: std::time::Duration) -> nix::Result<bool> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut fds = [PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
+    poll(
+        &mut fds,
+        PollTimeout::try_from(d).unwrap_or(PollTimeout::MAX),
+    )
+    .map(|n| n > 0)
+}
+
+/// The record the kernel wrote, as its struct.
+#[inline]
+#[allow(unsafe_code)]
+fn siginfo(buf: &[u8; std::mem::size_of::<libc::signalfd_siginfo>()]) -> libc::signalfd_siginfo {
+    // SAFETY: `signalfd_siginfo` is plain integers (any bit pattern is a
+    // value), exactly as large as `buf`; the read is unaligned-safe.
+    unsafe { std::ptr::read_unaligned(buf.as_ptr().cast()) }
+}
+
 /// Whether a signal read from the signalfd is forwarded to the child.
 #[must_use]
+#[inline]
 pub fn forwardable(signo: i32) -> bool {
-    signo != libc::SIGCHLD
-        && signo != libc::SIGKILL
-        && signo != libc::SIGSTOP
-        && !SYNCHRONOUS.iter().any(|s| *s as i32 == signo)
+    // A bit set, not a search of `SYNCHRONOUS`: the supervise loop asks for
+    // every signal, and a constant costs it no page of data.
+    const KEPT: u64 = {
+        let mut set = bit(libc::SIGCHLD) | bit(libc::SIGKILL) | bit(libc::SIGSTOP);
+        let mut i = 0;
+        while i < SYNCHRONOUS.len() {
+            set |= bit(SYNCHRONOUS[i] as i32);
+            i += 1;
+        }
+        set
+    };
+    (1..=64).contains(&signo) && KEPT & bit(signo) == 0
+}
+
+/// `signo`'s bit in a set of signals 1 to 64 (0 outside that range).
+#[must_use]
+pub const fn bit(signo: i32) -> u64 {
+    if signo >= 1 && signo <= 64 {
+        1 << (signo - 1)
+    } else {
+        0
+    }
 }
 
 /// Whether a signal asks the process to stop (for `--grace-period` and for
@@ -213,14 +259,12 @@ pub fn parse_map(s: &str) -> Result<BTreeMap<i32, i32>, String> {
 ///
 /// # Errors
 /// `kill(2)` failed for another reason.
-#[allow(unsafe_code)]
+#[inline]
 pub fn send(pid: i32, signo: i32) -> nix::Result<()> {
     // nix's `kill` takes only the classic signals; the real-time ones that
-    // pgboot forwards too need the raw call.
-    // SAFETY: kill(2) takes two integers and touches no memory of ours.
-    let rc = unsafe { libc::kill(pid, signo) };
-    match Errno::result(rc) {
-        Ok(_) | Err(Errno::ESRCH) => Ok(()),
+    // pgboot forwards too need the raw call, here the supervise loop's own.
+    match crate::syscall::kill(pid, signo) {
+        Ok(()) | Err(Errno::ESRCH) => Ok(()),
         Err(e) => Err(e),
     }
 }

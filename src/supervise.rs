@@ -32,7 +32,7 @@ use crate::config::SuperviseConfig;
 use crate::error::{Error, Result};
 use crate::exit::{self, Exit};
 use crate::output_watch::{Stream, Watched};
-use crate::signals::{self, AsyncSignals};
+use crate::signals::{self, AsyncSignals, bit};
 
 /// COMMAND as one line, for logs.
 #[must_use]
@@ -239,6 +239,8 @@ struct Tracker<'a> {
     /// The stop requests (SIGTERM, SIGINT, SIGQUIT) the child already got,
     /// as a bit set by signal number: the same one again kills its group.
     asked_to_stop: u64,
+    /// Whether debug lines are logged, asked once: the level does not change.
+    debug: bool,
 }
 
 impl<'a> Tracker<'a> {
@@ -251,24 +253,48 @@ impl<'a> Tracker<'a> {
             status: None,
             signalled: None,
             asked_to_stop: 0,
+            debug: tracing::enabled!(tracing::Level::DEBUG),
         }
     }
 
     fn on_signals(&mut self, sigs: &[i32]) {
         for &sig in sigs {
-            if sig == libc::SIGCHLD {
-                self.reap();
-            } else if signals::forwardable(sig) {
-                self.forward(sig);
-            }
+            self.on_signal(sig);
         }
     }
 
+    /// The supervise loop's work for one signal. The common case, a signal
+    /// forwarded as it is, stays in this function's few instructions; the
+    /// rest (reaping, stop requests, logging) is out of line, so that the
+    /// pages the loop touches per signal stay few (`syscall.rs`).
+    #[inline]
+    fn on_signal(&mut self, sig: i32) {
+        if sig == libc::SIGCHLD {
+            self.reap();
+        } else if signals::forwardable(sig) {
+            self.forward(sig);
+        }
+    }
+
+    #[inline]
     fn forward(&mut self, sig: i32) {
-        let to = self.map.get(&sig).copied().unwrap_or(sig);
         if self.status.is_some() {
             return;
         }
+        if signals::terminating(sig) || !self.map.is_empty() || self.debug {
+            return self.forward_with_care(sig);
+        }
+        if let Err(e) = signals::send(self.pid.as_raw(), sig) {
+            forward_failed(sig, e);
+        }
+    }
+
+    /// Forwarding with everything but the common case: the signal map, the
+    /// stop requests and their grace period, debug lines.
+    #[cold]
+    #[inline(never)]
+    fn forward_with_care(&mut self, sig: i32) {
+        let to = self.map.get(&sig).copied().unwrap_or(sig);
         let stop_request = matches!(sig, libc::SIGTERM | libc::SIGINT | libc::SIGQUIT);
         if stop_request && self.asked_to_stop & bit(sig) != 0 {
             // What a user means by pressing Ctrl-C twice, or an orchestrator
@@ -286,7 +312,7 @@ impl<'a> Tracker<'a> {
             tracing::debug!(signal = %signals::name(sig), to = %signals::name(to), pid = self.pid.as_raw(), "forwarding (mapped)");
         }
         if let Err(e) = signals::send(self.pid.as_raw(), to) {
-            tracing::warn!(signal = %signals::name(to), error = %e, "could not forward signal");
+            forward_failed(to, e);
         }
         if stop_request {
             self.signalled.get_or_insert(sig);
@@ -299,6 +325,8 @@ impl<'a> Tracker<'a> {
         }
     }
 
+    #[cold]
+    #[inline(never)]
     fn reap(&mut self) {
         let pid = self.pid;
         let mut mine = None;
@@ -329,7 +357,16 @@ impl<'a> Tracker<'a> {
             .map(|k| k.saturating_duration_since(Instant::now()))
     }
 
+    #[inline]
     fn kill_if_due(&mut self) {
+        if self.kill_at.is_some() {
+            self.kill_if_past_grace();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn kill_if_past_grace(&mut self) {
         if self.status.is_none() && self.kill_at.is_some_and(|k| Instant::now() >= k) {
             tracing::warn!(
                 pid = self.pid.as_raw(),
@@ -356,12 +393,10 @@ impl<'a> Tracker<'a> {
     }
 }
 
-/// `signo`'s bit in a set of signals (1 to 64).
-fn bit(signo: i32) -> u64 {
-    u32::try_from(signo - 1)
-        .ok()
-        .and_then(|n| 1u64.checked_shl(n))
-        .unwrap_or(0)
+#[cold]
+#[inline(never)]
+fn forward_failed(sig: i32, e: nix::Error) {
+    tracing::warn!(signal = %signals::name(sig), error = %e, "could not forward signal");
 }
 
 /// Supervises the server until it exits; returns its status. Never fails.
@@ -376,24 +411,38 @@ pub fn supervise(sfd: &SignalFd, pid: Pid, cfg: &SuperviseConfig, announce: bool
     // and read below, so nothing is missed.
     loop {
         match signals::next(sfd, t.until_kill()) {
-            Ok(Some(sig)) => t.on_signals(&[sig]),
+            Ok(Some(sig)) => t.on_signal(sig),
             Ok(None) => {}
-            Err(e) => {
-                tracing::error!(error = %e, "reading the signalfd failed; reaping anyway");
-                t.reap();
-                std::thread::sleep(Duration::from_millis(100));
-            }
+            Err(e) => t.read_failed(e),
         }
         t.kill_if_due();
         if t.status.is_some() {
-            let code = t.finish();
-            if announce {
-                tracing::info!(pid = pid.as_raw(), status = code, "server exited");
-            } else {
-                tracing::debug!(pid = pid.as_raw(), status = code, "command exited");
-            }
-            return Exit::Child(code);
+            return t.exited(announce);
         }
+    }
+}
+
+impl Tracker<'_> {
+    #[cold]
+    #[inline(never)]
+    fn read_failed(&mut self, e: nix::Error) {
+        tracing::error!(error = %e, "reading the signalfd failed; reaping anyway");
+        self.reap();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    /// The server is gone: its status, logged.
+    #[cold]
+    #[inline(never)]
+    fn exited(&self, announce: bool) -> Exit {
+        let code = self.finish();
+        let pid = self.pid.as_raw();
+        if announce {
+            tracing::info!(pid, status = code, "server exited");
+        } else {
+            tracing::debug!(pid, status = code, "command exited");
+        }
+        Exit::Child(code)
     }
 }
 
@@ -507,7 +556,7 @@ pub async fn supervise_async(
 
 #[cfg(test)]
 mod tests {
-    use super::bit;
+    use crate::signals::bit;
 
     #[test]
     fn signal_bits_cover_1_to_64_and_nothing_else() {

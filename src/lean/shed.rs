@@ -4,27 +4,29 @@
 //! faults in code that the supervise loop never runs again, and the kernel
 //! maps file pages 64 KiB at a time around each fault (`fault_around_bytes`):
 //! about 1.2 MiB of pgboot's text was resident before the loop's first
-//! `read`, measured. Read-only private mappings of the binary can be dropped
-//! (`madvise(MADV_DONTNEED)`): their pages are the file's, and the few the
-//! loop needs fault back in from the page cache. A mapping holding any page
-//! of its own (`Anonymous` in smaps: relocated or written data) is left
-//! alone, since dropping would bring back the file's unrelocated bytes.
+//! `read`, measured. The executable's read-only segments (code, constants)
+//! can be dropped (`madvise(MADV_DONTNEED)`): their pages are the file's,
+//! and the few the loop needs fault back in from the page cache.
+//!
+//! Which segments: the loader's own description of the executable, its
+//! `PT_LOAD` program headers without the write flag (`dl_iterate_phdr(3)`).
+//! The relocated constants (`PT_GNU_RELRO`) lie in the writable segment and
+//! are left alone: dropping them would bring back the file's unrelocated
+//! bytes. Reading `/proc/self/smaps` instead took about half a millisecond
+//! (the kernel walks every mapping's pages to write it), and a signal that
+//! arrived meanwhile waited that long to be forwarded (issue 12).
 
 use std::ops::Range;
 
-/// Drops the resident pages of the read-only mappings of this executable.
-/// Best effort: anything unexpected leaves the pages where they are.
+/// Drops the resident pages of this executable's read-only segments. Best
+/// effort: anything unexpected leaves the pages where they are.
 pub fn drop_startup_pages() {
-    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
-        return;
-    };
-    let here = drop_startup_pages as *const () as usize;
-    for range in droppable(&smaps, here) {
+    for range in droppable(&executable_segments(), page_size()) {
         #[allow(unsafe_code)]
-        // SAFETY: `range` is a whole mapping of our own executable, read-only
-        // and private, with no anonymous (modified) page: MADV_DONTNEED only
-        // unmaps its pages, and a later access reads the same bytes back from
-        // the file. No Rust reference can be invalidated by that.
+        // SAFETY: `range` is whole pages of a read-only, private, file-backed
+        // segment of our own executable: MADV_DONTNEED only unmaps them, and
+        // a later access reads the same bytes back from the file. No Rust
+        // reference can be invalidated by that.
         unsafe {
             libc::madvise(
                 range.start as *mut libc::c_void,
@@ -35,93 +37,114 @@ pub fn drop_startup_pages() {
     }
 }
 
-/// The mappings of the file that holds the address `here` (this code) that
-/// are not writable and hold no anonymous page, from `/proc/self/smaps`.
-fn droppable(smaps: &str, here: usize) -> Vec<Range<usize>> {
-    struct Mapping<'a> {
-        range: Range<usize>,
-        writable: bool,
-        file: &'a str,
-        anonymous_kb: u64,
-    }
-    let mut maps: Vec<Mapping<'_>> = Vec::new();
-    for line in smaps.lines() {
-        let mut f = line.split_whitespace();
-        let Some(first) = f.next() else { continue };
-        if let Some((a, b)) = first.split_once('-')
-            && let (Ok(start), Ok(end)) =
-                (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
-        {
-            let perms = f.next().unwrap_or("");
-            let file = f.nth(3).unwrap_or("");
-            maps.push(Mapping {
-                range: start..end,
-                writable: perms.contains('w'),
-                file,
-                anonymous_kb: 0,
-            });
-            continue;
-        }
-        if first == "Anonymous:"
-            && let Some(m) = maps.last_mut()
-        {
-            m.anonymous_kb = f.next().and_then(|v| v.parse().ok()).unwrap_or(u64::MAX);
-        }
-    }
-    let Some(exe) = maps
+/// A loadable segment of the executable, at its address in memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Segment {
+    memory: Range<usize>,
+    writable: bool,
+}
+
+/// The pages wholly inside read-only segments. Rounded inwards: a page a
+/// segment shares with a writable neighbour is never dropped.
+fn droppable(segments: &[Segment], page: usize) -> Vec<Range<usize>> {
+    segments
         .iter()
-        .find(|m| m.range.contains(&here))
-        .map(|m| m.file)
-        .filter(|f| f.starts_with('/'))
-    else {
-        return Vec::new();
-    };
-    maps.iter()
-        .filter(|m| m.file == exe && !m.writable && m.anonymous_kb == 0)
-        .map(|m| m.range.clone())
+        .filter(|s| !s.writable && page.is_power_of_two())
+        .filter_map(|s| {
+            let start = s.memory.start.checked_add(page - 1)? & !(page - 1);
+            let end = s.memory.end & !(page - 1);
+            (start < end).then_some(start..end)
+        })
         .collect()
+}
+
+fn page_size() -> usize {
+    #[allow(unsafe_code)]
+    // SAFETY: sysconf reads a constant of the system.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(n).unwrap_or(0)
+}
+
+/// The executable's `PT_LOAD` segments, from the loader (the first object
+/// `dl_iterate_phdr` reports is the program itself).
+fn executable_segments() -> Vec<Segment> {
+    #[allow(unsafe_code)]
+    unsafe extern "C" fn first_object(
+        info: *mut libc::dl_phdr_info,
+        _size: libc::size_t,
+        data: *mut libc::c_void,
+    ) -> libc::c_int {
+        // SAFETY: `data` is the `Vec` passed below, alive and not otherwise
+        // borrowed during the call; `info` and its program headers are the
+        // loader's, valid during the callback.
+        unsafe {
+            let out = &mut *data.cast::<Vec<Segment>>();
+            let Some(info) = info.as_ref() else { return 1 };
+            if !info.dlpi_phdr.is_null() {
+                let phdrs =
+                    std::slice::from_raw_parts(info.dlpi_phdr, usize::from(info.dlpi_phnum));
+                out.extend(
+                    phdrs
+                        .iter()
+                        .filter(|p| p.p_type == libc::PT_LOAD)
+                        .filter_map(|p| {
+                            let bias = usize::try_from(info.dlpi_addr).ok()?;
+                            let start = bias.checked_add(usize::try_from(p.p_vaddr).ok()?)?;
+                            let end = start.checked_add(usize::try_from(p.p_memsz).ok()?)?;
+                            Some(Segment {
+                                memory: start..end,
+                                writable: p.p_flags & libc::PF_W != 0,
+                            })
+                        }),
+                );
+            }
+        }
+        // Stop: the program is first, the libraries after it do not matter.
+        1
+    }
+    let mut segments: Vec<Segment> = Vec::new();
+    #[allow(unsafe_code)]
+    // SAFETY: the callback only reads what the loader hands it and writes
+    // to `segments` through `data`, during this call.
+    unsafe {
+        libc::dl_iterate_phdr(Some(first_object), (&raw mut segments).cast());
+    }
+    segments
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const SMAPS: &str = "\
-7f00000000-7f00023000 r--p 00000000 fe:00 55 /usr/bin/pgboot
-Rss:                 140 kB
-Anonymous:             0 kB
-7f00023000-7f00271000 r-xp 00023000 fe:00 55 /usr/bin/pgboot
-Rss:                1248 kB
-Anonymous:             0 kB
-7f00271000-7f0036a000 r--p 00271000 fe:00 55 /usr/bin/pgboot
-Rss:                 188 kB
-Anonymous:             4 kB
-7f0036a000-7f00386000 rw-p 0036a000 fe:00 55 /usr/bin/pgboot
-Anonymous:           112 kB
-7f00400000-7f00401000 r--p 00000000 fe:00 77 /usr/lib/other.so
-Anonymous:             0 kB
-7f00500000-7f00501000 rw-p 00000000 00:00 0
-Anonymous:             4 kB
-";
-
-    #[test]
-    fn only_clean_read_only_mappings_of_the_executable() {
-        assert_eq!(
-            droppable(SMAPS, 0x7f_0003_0000),
-            vec![
-                0x7f_0000_0000..0x7f_0002_3000,
-                0x7f_0002_3000..0x7f_0027_1000
-            ]
-        );
-        // An address in no file mapping: nothing.
-        assert!(droppable(SMAPS, 0x7f_0050_0000).is_empty());
+    fn seg(start: usize, end: usize, writable: bool) -> Segment {
+        Segment {
+            memory: start..end,
+            writable,
+        }
     }
 
     #[test]
-    fn this_process_has_something_to_drop() {
-        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
-        let here = drop_startup_pages as *const () as usize;
-        let ranges = droppable(&smaps, here);
-        assert!(ranges.iter().any(|r| r.contains(&here)), "{ranges:x?}");
+    fn only_whole_pages_of_read_only_segments() {
+        let segments = [
+            seg(0x10_0000, 0x12_2a10, false),
+            seg(0x12_3a10, 0x37_0c55, false),
+            seg(0x37_1c58, 0x38_0000, true),
+            seg(0x38_0000, 0x38_0800, false),
+        ];
+        assert_eq!(
+            droppable(&segments, 0x1000),
+            vec![0x10_0000..0x12_2000, 0x12_4000..0x37_0000]
+        );
+        assert!(droppable(&segments, 0).is_empty(), "no page size, no drop");
+    }
+
+    #[test]
+    fn this_executables_code_is_droppable_and_its_data_is_not() {
+        static WRITABLE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let ranges = droppable(&executable_segments(), page_size());
+        let code = drop_startup_pages as *const () as usize;
+        let data = (&raw const WRITABLE) as usize;
+        assert!(ranges.iter().any(|r| r.contains(&code)), "{ranges:x?}");
+        assert!(!ranges.iter().any(|r| r.contains(&data)), "{ranges:x?}");
     }
 }
