@@ -249,5 +249,5 @@ fn serve(
     let pid = supervise::spawn(&sup.command, env)?;
     tracing::debug!(pid = pid.as_raw(), command = ?sup.command, "started");
     lean::hand_over(pid, sup, log, announce);
-    Ok(supervise::supervise(sfd, pid, sup, announce))
+    Ok(supervise::supervise(sfd, pid, sup, announce, None))
 }

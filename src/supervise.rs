@@ -353,8 +353,7 @@ impl<'a> Tracker<'a> {
     }
 
     fn until_kill(&self) -> Option<Duration> {
-        self.kill_at
-            .map(|k| k.saturating_duration_since(Instant::now()))
+        self.kill_at.map(until)
     }
 
     #[inline]
@@ -399,18 +398,40 @@ fn forward_failed(sig: i32, e: nix::Error) {
     tracing::warn!(signal = %signals::name(sig), error = %e, "could not forward signal");
 }
 
+/// Work the supervise loop does once, `after` it started, between two
+/// signals. The lean supervisor gives back its startup pages this way: a
+/// command that is over by then (`pgboot supervise -- true`, a server that
+/// fails at once) never pays for it, nor for faulting back in the code its
+/// exit runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Deferred {
+    pub after: Duration,
+    pub run: fn(),
+}
+
 /// Supervises the server until it exits; returns its status. Never fails.
 /// `announce` logs the exit at info (boot); `pgboot supervise`, a drop-in
 /// for tini, stays quiet unless asked (debug).
-pub fn supervise(sfd: &SignalFd, pid: Pid, cfg: &SuperviseConfig, announce: bool) -> Exit {
+pub fn supervise(
+    sfd: &SignalFd,
+    pid: Pid,
+    cfg: &SuperviseConfig,
+    announce: bool,
+    deferred: Option<Deferred>,
+) -> Exit {
     let mut t = Tracker::new(pid, &cfg.signal_map, cfg.grace_period);
     if let Err(e) = signals::set_blocking(sfd) {
         tracing::warn!(error = %e, "could not make the signalfd blocking");
     }
+    let mut deferred = deferred.map(|d| (Instant::now() + d.after, d.run));
     // The child may have ended before the first read; its SIGCHLD is queued
     // and read below, so nothing is missed.
     loop {
-        match signals::next(sfd, t.until_kill()) {
+        let wait = match deferred {
+            None => t.until_kill(),
+            Some((at, _)) => Some(until(at).min(t.until_kill().unwrap_or(Duration::MAX))),
+        };
+        match signals::next(sfd, wait) {
             Ok(Some(sig)) => t.on_signal(sig),
             Ok(None) => {}
             Err(e) => t.read_failed(e),
@@ -419,7 +440,17 @@ pub fn supervise(sfd: &SignalFd, pid: Pid, cfg: &SuperviseConfig, announce: bool
         if t.status.is_some() {
             return t.exited(announce);
         }
+        if let Some((at, run)) = deferred
+            && until(at).is_zero()
+        {
+            run();
+            deferred = None;
+        }
     }
+}
+
+fn until(at: Instant) -> Duration {
+    at.saturating_duration_since(Instant::now())
 }
 
 impl Tracker<'_> {

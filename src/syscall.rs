@@ -17,7 +17,11 @@
 //! types below are the registers' reinterpretation, as the kernel reads
 //! them (an `int` argument is the low 32 bits of its register).
 
-#![allow(clippy::cast_possible_wrap, clippy::cast_sign_loss, clippy::cast_possible_truncation)]
+#![allow(
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_truncation
+)]
 
 use nix::errno::Errno;
 

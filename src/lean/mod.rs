@@ -14,7 +14,7 @@
 //!
 //! Both run the same supervise loop as the full binary (`supervise.rs`);
 //! logs go through a few-dozen-line subscriber ([`log`]) in the chosen format.
-//! Before the loop, the pages of the binary that starting up touched are
+//! 10 ms into the loop, the pages of the binary that starting up touched are
 //! given back ([`shed`]).
 
 mod args;
@@ -29,6 +29,15 @@ use crate::config::{LogConfig, SuperviseConfig};
 use crate::exit::Exit;
 use crate::supervise;
 
+/// When the startup pages are given back ([`shed`]): 10 ms into
+/// supervising, long enough that a command which ends at once (`true`, a
+/// server that fails on start) ends first, and short enough that a server is
+/// supervised by the small process long before anyone looks at it.
+const SHED: supervise::Deferred = supervise::Deferred {
+    after: std::time::Duration::from_millis(10),
+    run: shed::drop_startup_pages,
+};
+
 /// Runs the lean supervisor when this process is one; `None` when the full
 /// pgboot must run.
 pub fn main(sfd: &SignalFd) -> Option<i32> {
@@ -42,8 +51,7 @@ pub fn main(sfd: &SignalFd) -> Option<i32> {
     Some(match supervise::spawn(&s.sup.command, &[]) {
         Ok(pid) => {
             tracing::debug!(pid = pid.as_raw(), command = ?s.sup.command, "started");
-            shed::drop_startup_pages();
-            supervise::supervise(sfd, pid, &s.sup, false).code()
+            supervise::supervise(sfd, pid, &s.sup, false, Some(SHED)).code()
         }
         Err(e) => {
             tracing::error!("{e}");
@@ -65,8 +73,7 @@ fn take_over(sfd: &SignalFd, value: &str) -> i32 {
     log::install(h.json, h.level);
     keep_the_name();
     supervise::become_reaper();
-    shed::drop_startup_pages();
-    supervise::supervise(sfd, h.pid, &h.config(), h.announce).code()
+    supervise::supervise(sfd, h.pid, &h.config(), h.announce, Some(SHED)).code()
 }
 
 /// Names this process as it was named before the handover. The kernel names

@@ -8,6 +8,9 @@
 //! can be dropped (`madvise(MADV_DONTNEED)`): their pages are the file's,
 //! and the few the loop needs fault back in from the page cache.
 //!
+//! When: 10 ms into supervising, between two signals (`lean/mod.rs`), so
+//! that a command which is over by then never pays for it.
+//!
 //! Which segments: the loader's own description of the executable, its
 //! `PT_LOAD` program headers without the write flag (`dl_iterate_phdr(3)`).
 //! The relocated constants (`PT_GNU_RELRO`) lie in the writable segment and
@@ -21,7 +24,8 @@ use std::ops::Range;
 /// Drops the resident pages of this executable's read-only segments. Best
 /// effort: anything unexpected leaves the pages where they are.
 pub fn drop_startup_pages() {
-    for range in droppable(&executable_segments(), page_size()) {
+    let ranges = droppable(&executable_segments(), page_size());
+    for range in &ranges {
         #[allow(unsafe_code)]
         // SAFETY: `range` is whole pages of a read-only, private, file-backed
         // segment of our own executable: MADV_DONTNEED only unmaps them, and
@@ -35,6 +39,11 @@ pub fn drop_startup_pages() {
             );
         }
     }
+    let kib = ranges
+        .iter()
+        .map(|r| (r.end - r.start) / 1024)
+        .sum::<usize>();
+    tracing::debug!(kib, "gave back the startup pages of the code and constants");
 }
 
 /// A loadable segment of the executable, at its address in memory.

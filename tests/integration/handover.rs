@@ -64,6 +64,9 @@ fn signals_and_orphans_survive_the_handover(pid1: bool) {
         &db.url,
         "--log-format",
         "json",
+        // The lean image's debug lines, to see it give back its startup pages.
+        "--log-level",
+        "info,pgboot::lean=debug",
         "--",
         "sh",
         "-c",
@@ -100,6 +103,11 @@ fn signals_and_orphans_survive_the_handover(pid1: bool) {
             .any(|kv| kv.starts_with(b"PGBOOT_SUPERVISE_HANDOVER=")),
         "pgboot did not hand the server over to the lean supervisor\n{}",
         r.output()
+    );
+    r.wait_for_output(
+        Duration::from_secs(5),
+        "the lean supervisor to give back its startup pages",
+        |out| out.contains("gave back the startup pages"),
     );
     fs::write(dir.path().join("calm"), "").unwrap();
     wait_until(

@@ -16,7 +16,9 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::support::pgboot::{Running, TempDir, pgboot, pgboot_pid1, run, send};
+use crate::support::pgboot::{
+    Running, TempDir, clean_read_only_kib, pgboot, pgboot_pid1, run, send,
+};
 
 /// The bound for a run that should take well under a second.
 const QUICK: Duration = Duration::from_secs(10);
@@ -275,6 +277,24 @@ exit 7"#;
     assert_eq!(r.exit_code(QUICK), 7, "{}", r.output());
     let n = read(&usr1).lines().count();
     assert!((1..=100).contains(&n), "the child recorded {n} SIGUSR1");
+}
+
+#[test]
+fn the_supervisor_gives_back_its_startup_pages_once_it_supervises() {
+    // Starting up (relocating, reading the arguments, spawning) leaves
+    // megabytes of this debug binary resident (4.9 MiB measured); 10 ms into
+    // supervising they are given back, and what the loop touches again is
+    // well under 2 MiB (0.9 MiB measured).
+    let mut r = Running::start(pgboot(&["supervise", "--", "sleep", "30"]));
+    let pid = r.pid();
+    wait_until(&r, QUICK, "the child to be spawned", || {
+        !children(pid).is_empty()
+    });
+    wait_until(&r, QUICK, "pgboot to give back its startup pages", || {
+        clean_read_only_kib(pid).is_some_and(|kib| kib < 2048)
+    });
+    r.signal(libc::SIGTERM);
+    assert_eq!(r.exit_code(QUICK), 143, "{}", r.output());
 }
 
 /// A child that ends on SIGTERM by trap (exit 9) or by default (143); a lost

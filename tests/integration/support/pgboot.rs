@@ -295,3 +295,27 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// The resident KiB of `pid`'s clean read-only mappings of its own
+/// executable: not writable, no page of their own (`Anonymous: 0`). What the
+/// lean supervisor gives back 10 ms into supervising; `None` when `pid`'s
+/// smaps cannot be read.
+pub fn clean_read_only_kib(pid: i32) -> Option<u64> {
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).ok()?;
+    let (mut total, mut ours, mut rss) = (0, false, 0);
+    for line in smaps.lines() {
+        let mut f = line.split_whitespace();
+        let first = f.next().unwrap_or("");
+        if first.contains('-') && !first.ends_with(':') {
+            let perms = f.next().unwrap_or("");
+            let path = f.nth(3).unwrap_or("");
+            ours = !perms.contains('w') && std::path::Path::new(path) == exe;
+        } else if ours && first == "Rss:" {
+            rss = f.next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        } else if ours && first == "Anonymous:" && f.next() == Some("0") {
+            total += rss;
+        }
+    }
+    Some(total)
+}
