@@ -109,6 +109,34 @@ fn is_our_child(pid: Pid) -> bool {
         == Some(nix::unistd::getpid().as_raw())
 }
 
+/// The most verbose level at which pgboot's supervising lines (`supervise`,
+/// `lean`) are on. The lean image's subscriber knows levels, not targets;
+/// the most verbose level of the whole filter (`LevelFilter::current`) would
+/// hand it the debug lines that `sqlx=debug`, say, asked of another target.
+fn own_level() -> tracing::level_filters::LevelFilter {
+    use tracing::Level;
+    use tracing::level_filters::LevelFilter;
+    macro_rules! on {
+        ($level:expr) => {
+            tracing::enabled!(target: "pgboot::supervise", $level)
+                || tracing::enabled!(target: "pgboot::lean", $level)
+        };
+    }
+    if on!(Level::TRACE) {
+        LevelFilter::TRACE
+    } else if on!(Level::DEBUG) {
+        LevelFilter::DEBUG
+    } else if on!(Level::INFO) {
+        LevelFilter::INFO
+    } else if on!(Level::WARN) {
+        LevelFilter::WARN
+    } else if on!(Level::ERROR) {
+        LevelFilter::ERROR
+    } else {
+        LevelFilter::OFF
+    }
+}
+
 /// Hands the supervision of the server `pid` over to a lean image of
 /// pgboot. Returns only if that was not possible; the caller then
 /// supervises in this process.
@@ -118,7 +146,7 @@ pub fn hand_over(pid: Pid, sup: &SuperviseConfig, log: &LogConfig, announce: boo
         grace_period: sup.grace_period,
         signal_map: sup.signal_map.iter().map(|(a, b)| (*a, *b)).collect(),
         json: log.json,
-        level: tracing::level_filters::LevelFilter::current(),
+        level: own_level(),
         announce,
     };
     let e = handover::exec(&h);

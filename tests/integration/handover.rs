@@ -151,3 +151,26 @@ fn signals_and_orphans_survive_the_handover_as_pid1() {
 fn signals_and_orphans_survive_the_handover_as_a_child() {
     signals_and_orphans_survive_the_handover(false);
 }
+
+#[test]
+fn at_the_default_level_the_lean_supervisor_logs_no_debug_line() {
+    // The full filter is wide open (its fmt layer passes everything to the
+    // target filter): the lean image must get the level of pgboot's own
+    // lines, info, not the most verbose level anything could log at.
+    let db = shared(PgVersion::V17).create_db();
+    let mut r = Running::start(pgboot(&[
+        "--database-url",
+        &db.url,
+        "--",
+        "sh",
+        "-c",
+        "sleep 0.3",
+    ]));
+    assert_eq!(r.exit_code(Duration::from_secs(30)), 0, "{}", r.output());
+    let err = r.stderr();
+    assert!(err.contains("pgboot exits"), "{err}");
+    assert!(
+        !err.contains("DEBUG"),
+        "a debug line at the default level:\n{err}"
+    );
+}
