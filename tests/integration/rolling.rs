@@ -283,8 +283,13 @@ fn builtin_retries_end_with_75_when_the_budget_runs_out() {
     );
     assert_eq!(code, 75, "{err}");
     assert!(t.elapsed() < Duration::from_secs(15), "{:?}", t.elapsed());
+    // The blocker is named when a look at pg_locks caught it during the
+    // 300 ms wait; on a loaded machine the wait can end first, and the line
+    // says so instead (seen once in CI).
     assert!(
-        err.contains("--ddl-retry-for") && err.contains(READER),
+        err.contains("--ddl-retry-for")
+            && (err.contains(READER)
+                || err.contains("no blocker seen (the wait was shorter than a look)")),
         "{err}"
     );
     assert_eq!(
