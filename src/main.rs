@@ -15,8 +15,9 @@
 //!   (with `ddl_retry.rs`, bounded DDL lock waits) and `alembic/` are its
 //!   phases, `failure.rs` sorts their errors, `sql.rs` sends their queries.
 //! - `preflight.rs`: what is local, checked before waiting.
-//! - `supervise.rs`: spawn, forward, reap, exit status (`syscall.rs`: the
-//!   two system calls of its loop, inline); `output_watch.rs`
+//! - `supervise.rs`: spawn, forward, reap, exit status (`spawn.rs`: the
+//!   server started without a fork; `syscall.rs`: the two system calls of
+//!   its loop, inline); `output_watch.rs`
 //!   reads the migration command's output for lock timeouts; `lean/` is the
 //!   small supervisor that lives for weeks after a boot.
 //! - `status.rs`, `dry_run.rs`: `status` and `migrate --dry-run`, which only read.
@@ -52,6 +53,7 @@ mod properties;
 mod redact;
 mod runtime;
 mod signals;
+mod spawn;
 mod sql;
 mod statements;
 mod status;

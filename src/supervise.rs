@@ -13,8 +13,9 @@
 //! [`WhenPgbootDies`]).
 //!
 //! There is exactly one reaper, `signals::reap` (`waitpid(-1)`), run after
-//! each SIGCHLD; children are spawned with `std::process::Command` and only
-//! their pid is kept, so no other code waits on them and steals a status.
+//! each SIGCHLD; children are spawned with `spawn.rs` (the server, unless it
+//! takes the terminal) or `std::process::Command`, and only their pid is
+//! kept, so no other code waits on them and steals a status.
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
@@ -33,6 +34,7 @@ use crate::error::{Error, Result};
 use crate::exit::{self, Exit};
 use crate::output_watch::{Stream, Watched};
 use crate::signals::{self, AsyncSignals, bit};
+use crate::spawn;
 
 /// COMMAND as one line, for logs.
 #[must_use]
@@ -159,7 +161,7 @@ pub fn spawn<S: AsRef<OsStr>>(argv: &[S], env: &[(String, String)]) -> Result<Pi
 }
 
 /// Spawns a command that runs under the lock (the migration command, `pgboot
-/// run`'s COMMAND): like [`spawn`], and killed (SIGKILL) by the kernel if pgboot
+/// run`'s COMMAND): like [`fn@spawn`], and killed (SIGKILL) by the kernel if pgboot
 /// dies first, so that it cannot outlive the lock session.
 ///
 /// # Errors
@@ -208,6 +210,12 @@ fn spawn_with<S: AsRef<OsStr>>(
     env: &[(String, String)],
     tie: WhenPgbootDies,
 ) -> Result<Pid> {
+    if tie == WhenPgbootDies::LeaveChild && !std::io::stdin().is_terminal() {
+        // The server's usual path: nothing to run between fork and exec.
+        let pid = spawn::in_own_group(argv, env, HIDDEN_FROM_CHILDREN)
+            .map_err(|e| spawn_error(argv[0].as_ref(), &e))?;
+        return Ok(Pid::from_raw(pid));
+    }
     let child = command(argv, env, true, tie)
         .spawn()
         .map_err(|e| spawn_error(argv[0].as_ref(), &e))?;
