@@ -209,8 +209,9 @@ impl Retrying {
     /// returns the backoff to sleep before the next attempt.
     ///
     /// # Errors
-    /// Exit 75 when the next attempt would start after `--ddl-retry-for`;
-    /// exit 65 when it would start after `--migrate-timeout`.
+    /// Exit 75 when `--ddl-retry-for` is spent (the backoff before the last
+    /// attempt is shortened to start it within the budget); exit 65 when the
+    /// next attempt would start after `--migrate-timeout`.
     pub fn after_failure(
         &mut self,
         what: &str,
@@ -219,14 +220,18 @@ impl Retrying {
     ) -> Result<Duration> {
         self.attempt = self.attempts();
         let attempt = self.attempt;
-        let delay = backoff(attempt, jitter());
         let elapsed = self.started.elapsed();
+        // The last backoff is cut short to land within the budget: the
+        // retries go on for all of `--ddl-retry-for`, not for all of it
+        // but the one backoff that would have overrun it.
+        let left = self.policy.retry_for.saturating_sub(elapsed);
+        let delay = backoff(attempt, jitter()).min(left);
         let after = elapsed + delay;
         let blocked = seen.map_or_else(
             || "no blocker seen (the wait was shorter than a look)".to_string(),
             ToString::to_string,
         );
-        if after > self.policy.retry_for {
+        if left.is_zero() {
             return Err(Error::Lock(format!(
                 "{what} still failed on {failure} after {attempt} attempts in {}s \
                  (--ddl-retry-for {}); last waited for {blocked}. Nothing of it was applied and the \
@@ -346,7 +351,14 @@ mod tests {
             .unwrap();
         assert!(d <= Duration::from_millis(1250), "{d:?}");
         assert_eq!(r.attempts(), 2);
+        // A backoff longer than what is left of the budget is cut to it: the
+        // last attempt starts within the budget, and the next failure ends it.
         let mut r = Retrying::new(policy(Duration::from_millis(100)), None);
+        let d = r
+            .after_failure("migration 2", LockFailure::Timeout, None)
+            .unwrap();
+        assert!(d <= Duration::from_millis(100), "{d:?}");
+        std::thread::sleep(d + Duration::from_millis(5));
         let seen = Blocker {
             waited_for: "jobs (AccessExclusiveLock)".into(),
             pid: 42,
